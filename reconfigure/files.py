@@ -1,0 +1,61 @@
+"""Atomic file replacement: readers see the old bytes or the new, never a partial file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+DEFAULT_MODE = 0o644  # opendkim runs as its own user and must read the tables
+
+
+def read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def stage(path: Path, data: bytes, *, suffix: str = ".tmp") -> Path:
+    """Write `data` to a fresh temp file beside `path` (fsynced), with `path`'s mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = DEFAULT_MODE
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    temp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+    except BaseException:
+        discard(temp)
+        raise
+    return temp
+
+
+def discard(temp: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        temp.unlink()
+
+
+def swap_in(temp: Path, path: Path) -> None:
+    """Rename a staged file over its destination and make the rename durable."""
+    os.replace(temp, path)
+    fsync_dir(path.parent)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    swap_in(stage(path, data), path)

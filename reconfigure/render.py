@@ -1,0 +1,118 @@
+"""Domain tree → the bytes of each generated file (SPEC §4). Pure: templates are the only input."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from reconfigure.tiers import Artifact, Tier
+from reconfigure.tree import Tree, shared_aliases, sorted_view
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+# In a wheel the templates ship inside the package; in a checkout they sit at the top level.
+TEMPLATE_DIRS = (_PACKAGE_DIR / "templates", _PACKAGE_DIR.parent / "templates")
+
+
+@dataclass(frozen=True, slots=True)
+class RenderOptions:
+    relay_host: str  # <H>: IMAP_INTERNAL_HOST, else imap.<CERT_DOMAIN>
+    sinkhole_enabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DroppedLine:
+    """A hash-map line left out because an earlier line has the same key for makemap."""
+
+    path: str
+    line: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    files: dict[str, bytes]  # absolute path → content, in the tier table's order
+    dropped: list[DroppedLine]
+
+
+@functools.cache
+def environment() -> jinja2.Environment:
+    """Strict and literal: a missing variable is an error, and nothing is escaped."""
+    search = [str(d) for d in TEMPLATE_DIRS if d.is_dir()]
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(search),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # noqa: S701 - sendmail maps, not HTML
+        keep_trailing_newline=False,
+    )
+
+
+def _lines(text: str) -> list[str]:
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def map_keys(lines: list[str]) -> list[str]:
+    """The key makemap stores for each line: up to the first blank, ASCII lower-cased
+    (bytes.lower touches ASCII letters only, as makemap does); "" for a blank line."""
+    lowered = "\n".join(lines).encode().lower().decode().split("\n")
+    return [line.split(None, 1)[0] if line else "" for line in lowered]
+
+
+def _unique_keys(path: str, lines: list[str], seen: set[str],
+                 dropped: list[DroppedLine]) -> list[str]:
+    """Drop each line whose key an earlier line already has: sendmail used the first."""
+    keys = map_keys(lines)
+    fresh = set(keys)
+    fresh.discard("")
+    if len(fresh) + keys.count("") == len(keys) and not fresh & seen:  # nothing to drop
+        seen |= fresh
+        return lines
+    kept = []
+    for line, key in zip(lines, keys, strict=True):
+        if key:
+            if key in seen:
+                dropped.append(DroppedLine(path, line))
+                continue
+            seen.add(key)
+        kept.append(line)
+    return kept
+
+
+def render_artifact(artifact: Artifact, context: Mapping[str, object],
+                    dropped: list[DroppedLine]) -> bytes:
+    """A file is its lines joined by \\n plus one final \\n; a template's `trailer`
+    (the sinkhole route) follows that final newline."""
+    template = environment().get_template(artifact.template)
+    module = template.make_module({**context, **artifact.params})
+    lines = _lines(str(module))
+    trailer = _lines(str(getattr(module, "trailer", "")))
+    if artifact.hash_map:
+        seen: set[str] = set()
+        lines = _unique_keys(artifact.path, lines, seen, dropped)
+        trailer = _unique_keys(artifact.path, trailer, seen, dropped)
+    text = "\n".join(lines) + "\n" + "".join(line + "\n" for line in trailer)
+    return text.encode()
+
+
+def render_tier(tier: Tier, tree: Tree, options: RenderOptions) -> Rendered:
+    context: dict[str, object] = {
+        "tlds": sorted_view(tree),
+        "aliases": shared_aliases(tree),
+        "relay_host": options.relay_host,
+        "sinkhole_enabled": options.sinkhole_enabled,
+    }
+    dropped: list[DroppedLine] = []
+    files: dict[str, bytes] = {}
+    cache: dict[tuple[str, tuple[tuple[str, object], ...], bool], bytes] = {}
+    for artifact in tier.artifacts:
+        # The same list feeds several class files: render it once.
+        key = (artifact.template, tuple(sorted(artifact.params.items())), artifact.hash_map)
+        if key not in cache:
+            cache[key] = render_artifact(artifact, context, dropped)
+        files[artifact.path] = cache[key]
+    return Rendered(files, dropped)

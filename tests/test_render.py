@@ -1,0 +1,182 @@
+"""Exact bytes of every generated file (SPEC §4)."""
+
+from __future__ import annotations
+
+import pytest
+
+from reconfigure.tiers import IMAP_UNKNOWN, TIERS
+from tests.helpers import RELAY, item, render, text, worked_example
+
+T = IMAP_UNKNOWN
+DOMAINS = "example.com\nacme.example.com\nexample.org\nzz.example.org\n"
+KEYTABLE = (
+    "cabal._domainkey.acme.example.com acme.example.com:cabal:/etc/opendkim/keys/cabal\n"
+    "cabal._domainkey.zz.example.org zz.example.org:cabal:/etc/opendkim/keys/cabal\n"
+)
+SIGNING = (
+    "*@acme.example.com cabal._domainkey.acme.example.com\n"
+    "*@zz.example.org cabal._domainkey.zz.example.org\n"
+)
+VIRTUSER = (
+    "news@acme.example.com\talice\n"
+    "shop@acme.example.com\talice_carol\n"
+    "postmaster@example.org\talice\n"
+    "bank@zz.example.org\tbob\n"
+)
+MAILERTABLE = (
+    f".example.com\tsmtp:[{RELAY}]\nexample.com\tsmtp:[{RELAY}]\n"
+    f".example.org\tsmtp:[{RELAY}]\nexample.org\tsmtp:[{RELAY}]\n"
+)
+
+
+def access(known: str, unknown: str) -> str:
+    return (
+        f"To:news@acme.example.com\t{known}\n"
+        f"To:shop@acme.example.com\t{known}\n"
+        f"To:acme.example.com\t{unknown}\n"
+        f"To:example.com\t{unknown}\n"
+        f"To:postmaster@example.org\t{known}\n"
+        f"To:bank@zz.example.org\t{known}\n"
+        f"To:zz.example.org\t{unknown}\n"
+        f"To:example.org\t{unknown}\n"
+    )
+
+
+GOLDEN = {
+    "imap": {
+        "/etc/mail/local-host-names": DOMAINS,
+        "/etc/mail/relay-domains": DOMAINS,
+        "/etc/mail/access": access("OK", T),
+        "/etc/mail/virtusertable": VIRTUSER,
+        "/etc/aliases.dynamic": "alice_carol: alice, carol\n",
+    },
+    "smtp-in": {
+        "/etc/mail/masq-domains": DOMAINS,
+        "/etc/mail/access": access("RELAY", "REJECT"),
+        "/etc/mail/relay-domains": DOMAINS,
+        "/etc/mail/mailertable": MAILERTABLE,
+        "/etc/mail/virtusertable": VIRTUSER,
+    },
+    "smtp-out": {
+        "/etc/mail/masq-domains": DOMAINS,
+        "/etc/mail/mailertable": MAILERTABLE,
+        "/etc/opendkim/KeyTable": KEYTABLE,
+        "/etc/opendkim/SigningTable": SIGNING,
+        "/etc/opendkim/TrustedHosts": "127.0.0.1\n::1\nlocalhost\n",
+    },
+}
+
+
+@pytest.mark.parametrize("tier", sorted(GOLDEN))
+def test_worked_example_exact_bytes(tier: str) -> None:
+    files = render(worked_example(), tier).files
+    assert {p: b.decode() for p, b in files.items()} == GOLDEN[tier]
+
+
+def test_imap_access_uses_a_temporary_error_not_tempfail() -> None:
+    out = text(worked_example(), "imap", "/etc/mail/access")
+    assert "TEMPFAIL" not in out
+    assert "To:example.com\tERROR:4.2.0:450 Mailbox not yet provisioned, try again later\n" in out
+
+
+@pytest.mark.parametrize("tier", sorted(TIERS))
+def test_empty_table_gives_single_newline_files(tier: str) -> None:
+    files = render([], tier).files
+    for path, data in files.items():
+        expected = b"127.0.0.1\n::1\nlocalhost\n" if path.endswith("TrustedHosts") else b"\n"
+        assert data == expected, path
+
+
+def test_files_without_lines_are_a_single_newline_even_with_other_rows() -> None:
+    rows = [item("a", "example.com", "alice")]  # tld-level only: no subdomain, no alias
+    assert text(rows, "imap", "/etc/aliases.dynamic") == "\n"
+    assert text(rows, "smtp-out", "/etc/opendkim/KeyTable") == "\n"
+    assert text(rows, "smtp-out", "/etc/opendkim/SigningTable") == "\n"
+
+
+SINK = "sinkhole.test\tsmtp:[sinkhole.cabal.internal]:25\n"
+
+
+def test_sinkhole_appended_on_smtp_out_only() -> None:
+    out = text(worked_example(), "smtp-out", "/etc/mail/mailertable", sinkhole=True)
+    assert out == MAILERTABLE + SINK
+    assert text(worked_example(), "smtp-in", "/etc/mail/mailertable", sinkhole=True) == MAILERTABLE
+
+
+def test_sinkhole_with_no_tlds_follows_an_empty_line() -> None:
+    assert text([], "smtp-out", "/etc/mail/mailertable", sinkhole=True) == "\n" + SINK
+
+
+def test_sorting_is_code_point_order() -> None:
+    rows = [
+        item("b", "example.com", "x", "sub"),
+        item("a", "example.com", "x", "sub"),
+        item("Z", "example.com", "x", "sub"),
+        item("q", "example.com", "x", "Zed"),
+        item("q", "Example.com", "x"),
+    ]
+    assert text(rows, "imap", "/etc/mail/virtusertable") == (
+        "q@Example.com\tx\n"
+        "q@Zed.example.com\tx\n"
+        "Z@sub.example.com\tx\n"
+        "a@sub.example.com\tx\n"
+        "b@sub.example.com\tx\n"
+    )
+
+
+def test_later_row_wins_on_same_key() -> None:
+    rows = [item("a", "example.com", "alice", "s"), item("a", "example.com", "bob", "s")]
+    assert text(rows, "imap", "/etc/mail/virtusertable") == "a@s.example.com\tbob\n"
+
+
+def test_aliases_one_line_per_distinct_target_sorted() -> None:
+    rows = [
+        item("x", "example.com", "dave/bob", "s"),
+        item("y", "example.org", "bob/dave", "t"),
+        item("z", "example.org", "alice/carol/bob", "t"),
+        item("w", "example.org", "erin", "t"),
+    ]
+    assert text(rows, "imap", "/etc/aliases.dynamic") == (
+        "alice_bob_carol: alice, bob, carol\nbob_dave: bob, dave\n"
+    )
+
+
+def test_keys_differing_only_in_case_keep_the_first_line() -> None:
+    rows = [item("bob", "example.com", "alice", "x"), item("Bob", "example.com", "carol", "x")]
+    result = render(rows, "imap")
+    # "Bob" sorts first, so it is the line sendmail would have used.
+    assert result.files["/etc/mail/virtusertable"] == b"Bob@x.example.com\tcarol\n"
+    assert result.files["/etc/mail/access"].decode().count("@x.example.com") == 1
+    dropped = {(d.path, d.line) for d in result.dropped}
+    assert ("/etc/mail/virtusertable", "bob@x.example.com\talice") in dropped
+    assert ("/etc/mail/access", "To:bob@x.example.com\tOK") in dropped
+
+
+def test_name_both_tld_and_subdomain() -> None:
+    rows = [item("a", "mail.example.com", "alice"), item("a", "example.com", "bob", "mail")]
+    result = render(rows, "imap")
+    files = {p: b.decode() for p, b in result.files.items()}
+    assert files["/etc/mail/virtusertable"] == "a@mail.example.com\tbob\n"
+    assert files["/etc/mail/access"] == (
+        "To:a@mail.example.com\tOK\nTo:mail.example.com\t" + T + "\nTo:example.com\t" + T + "\n"
+    )
+    # class files are not de-duplicated
+    assert files["/etc/mail/local-host-names"] == (
+        "example.com\nmail.example.com\nmail.example.com\n"
+    )
+
+
+def test_mailertable_case_duplicates_and_sinkhole_collision() -> None:
+    rows = [item("a", "Example.com", "x"), item("a", "example.com", "x"),
+            item("a", "sinkhole.test", "x")]
+    out = text(rows, "smtp-out", "/etc/mail/mailertable", sinkhole=True)
+    assert out == (
+        f".Example.com\tsmtp:[{RELAY}]\nExample.com\tsmtp:[{RELAY}]\n"
+        f".sinkhole.test\tsmtp:[{RELAY}]\nsinkhole.test\tsmtp:[{RELAY}]\n"
+    )
+
+
+def test_class_files_and_dkim_tables_keep_case_duplicates() -> None:
+    rows = [item("a", "example.com", "x", "Sub"), item("a", "example.com", "x", "sub")]
+    assert text(rows, "smtp-out", "/etc/opendkim/SigningTable").count("\n") == 2
+    assert text(rows, "smtp-out", "/etc/mail/masq-domains").count("\n") == 3

@@ -1,0 +1,146 @@
+"""Every rule of SPEC §3, with hostile values in every field."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reconfigure.rows import (
+    _FORBIDDEN_IN_USERNAME,
+    Address,
+    Skipped,
+    validate,
+)
+from tests.helpers import item, render
+
+
+def skipped_rule(row: dict[str, object]) -> str:
+    result = validate(row)
+    assert isinstance(result, Skipped), result
+    return result.rule
+
+
+def test_valid_row() -> None:
+    row = item("Bob.Smith+tag", "Example.COM", "carol/alice", "acme")
+    assert validate(row) == Address("Example.COM", "acme", "Bob.Smith+tag", ("alice", "carol"))
+
+
+def test_non_ascii_username_is_kept_unchanged() -> None:
+    assert validate(item("jürgen", "example.com", "x")) == Address(
+        "example.com", "", "jürgen", ("x",))
+
+
+@pytest.mark.parametrize("tld", [
+    "com", "example.com.", ".example.com", "example..com", "-bad.com", "bad-.com",
+    "exa mple.com", "example.com\n", "example.com\nTo:evil\tRELAY", "ex\tample.com",
+    "\u017ftuff.com", "\u212aelvin.com", "exam_ple.com", "a" * 64 + ".com",
+    ".".join(["a" * 63] * 4) + ".com", "", "example.com\x00", "例え.jp",
+])
+def test_bad_tld(tld: str) -> None:
+    assert skipped_rule(item("u", tld, "alice")).startswith("tld:")
+
+
+def test_longest_valid_tld_is_accepted() -> None:
+    tld = ".".join(["a" * 63] * 3 + ["b" * 61])  # 253 characters
+    assert len(tld) == 253
+    assert isinstance(validate(item("u", tld, "alice")), Address)
+
+
+@pytest.mark.parametrize("sub", [
+    "-x", "x-", "a..b", ".a", "a.", "a b", "a\nb", "\u017f", "\u212a", "a_b", "a" * 64, "a/b",
+])
+def test_bad_subdomain(sub: str) -> None:
+    assert skipped_rule(item("u", "example.com", "alice", sub)).startswith("subdomain:")
+
+
+def test_multi_label_subdomain_and_empty_subdomain() -> None:
+    assert validate(item("u", "example.com", "alice", "a.b")) == Address(
+        "example.com", "a.b", "u", ("alice",))
+    assert validate(item("u", "example.com", "alice", "")) == Address(
+        "example.com", "", "u", ("alice",))
+
+
+@pytest.mark.parametrize("username", [
+    "", "a" * 65, "a b", "a\tb", "a\nb", "x\nTo:evil@example.com\tRELAY", "a\x00b", "a\x1bb",
+    "a\x7fb", "a\u00a0b", "a\u2028b", "a\x85b", "#comment", "\u3000x", " lead",
+])
+def test_bad_username(username: str) -> None:
+    assert skipped_rule(item(username, "example.com", "alice")).startswith("username:")
+
+
+def test_username_of_64_characters_is_valid() -> None:
+    assert isinstance(validate(item("a" * 64, "example.com", "alice")), Address)
+
+
+@pytest.mark.parametrize(("user", "sub"), [
+    ("", "s"), ("alice/", "s"), ("/alice", "s"), ("alice//bob", "s"), ("..", "s"),
+    (".", "s"), ("../etc", "s"), ("-rf", "s"), ("a b", "s"), ("a\nb", "s"), ("a" * 33, "s"),
+    ("alice/bob", None), ("alice/bob", ""), (".hidden", None), ("ali\tce", None),
+    ("alice\n", None), ("\u212a", None),
+])
+def test_bad_user(user: str, sub: str | None) -> None:
+    assert skipped_rule(item("u", "example.com", user, sub)).startswith("user:")
+
+
+def test_user_with_32_characters_and_dots_is_valid() -> None:
+    assert isinstance(validate(item("u", "example.com", "a" * 32)), Address)
+    assert isinstance(validate(item("u", "example.com", "a.b-c_d", "s")), Address)
+
+
+def test_too_many_accounts_for_one_map_line() -> None:
+    user = "/".join(f"user{i:04d}" for i in range(200))
+    assert "1023 bytes" in skipped_rule(item("u", "example.com", user, "s"))
+
+
+@pytest.mark.parametrize("name", ["tld", "subdomain", "username", "user"])
+@pytest.mark.parametrize("value", [
+    {"N": "1"}, {"L": []}, {"NULL": True}, {"SS": ["a"]}, "plain", None, {"S": 5},
+    {"S": "example.com", "N": "1"},
+])
+def test_wrong_dynamodb_type(name: str, value: object) -> None:
+    row = item("u", "example.com", "alice", "sub")
+    row[name] = value
+    assert skipped_rule(row) == f"{name}: not a DynamoDB string (S) attribute"
+
+
+@pytest.mark.parametrize("name", ["tld", "username", "user"])
+def test_missing_attribute(name: str) -> None:
+    row = item("u", "example.com", "alice")
+    del row[name]
+    assert skipped_rule(row) == f"{name}: missing"
+
+
+def test_skip_names_the_address_key() -> None:
+    result = validate(item("a b", "example.com", "alice"))
+    assert isinstance(result, Skipped)
+    assert result.address == "a b@example.com"
+    row = item("a b", "example.com", "alice")
+    del row["address"]
+    result = validate(row)
+    assert isinstance(result, Skipped) and result.address == "<no address>"
+
+
+def test_skipped_rows_leave_no_text_and_the_rest_renders() -> None:
+    evil = item("x\nTo:evil.example\tRELAY", "example.com", "alice", "s")
+    files = render([evil, item("ok", "example.org", "bob")], "smtp-in").files
+    for data in files.values():
+        assert b"evil" not in data and b"example.com" not in data
+    assert files["/etc/mail/virtusertable"] == b"ok@example.org\tbob\n"
+
+
+@given(st.characters())
+def test_forbidden_class_matches_the_definition(char: str) -> None:
+    expected = char.isspace() or unicodedata.category(char) == "Cc"
+    assert bool(_FORBIDDEN_IN_USERNAME.search(char)) is expected
+
+
+def test_forbidden_class_matches_the_definition_for_every_code_point() -> None:
+    for code in range(0x110000):
+        char = chr(code)
+        expected = char.isspace() or unicodedata.category(char) == "Cc"
+        assert bool(_FORBIDDEN_IN_USERNAME.search(char)) is expected, hex(code)
+
+

@@ -1,0 +1,44 @@
+"""The built wheel carries its templates: a non-editable install renders from anywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+from tests.helpers import worked_example
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_installed_wheel_renders(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(dist), str(REPO)], check=True, timeout=300)
+    wheel = next(dist.glob("reconfigure-*.whl"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    subprocess.run([str(venv / "bin/python"), "-m", "pip", "install", "-q", "--no-deps",
+                    "--no-index", str(wheel)], check=True, timeout=300)
+    scan = tmp_path / "scan.json"
+    scan.write_text(json.dumps({"Items": worked_example()}))
+    # Dependencies come from the test environment; reconfigure itself only from the wheel
+    # (the editable install's .pth is not processed for a PYTHONPATH entry).
+    env = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"],
+           "CERT_DOMAIN": "cabal.example"}
+    probe = subprocess.run(
+        [str(venv / "bin/python"), "-c",
+         "import reconfigure.render as r; print(r.__file__);"
+         " print(r.environment().loader.searchpath)"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, check=True, timeout=60)
+    assert str(venv) in probe.stdout and str(REPO) not in probe.stdout
+    result = subprocess.run(
+        [str(venv / "bin/reconfigure"), "render", "--tier", "imap", "--scan-file", str(scan),
+         "--root", str(tmp_path / "out")],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    virtusertable = (tmp_path / "out/etc/mail/virtusertable").read_text()
+    assert virtusertable.splitlines()[1] == "shop@acme.example.com\talice_carol"
