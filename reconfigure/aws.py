@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -75,6 +76,8 @@ class Aws:
         self.table = table
         self.stop = stop or threading.Event()
         self.max_backoff = max_backoff
+        self.waited = 0.0  # seconds spent in AWS calls (and their backoff), for reports
+        self.retries = 0  # transient failures retried so far
 
     @classmethod
     def from_settings(cls, settings: Settings, stop: threading.Event | None = None) -> Aws:
@@ -97,6 +100,7 @@ class Aws:
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
+            self.retries += 1
             logger.warning("aws call failed, retrying", call=what, attempt=state.attempt_number,
                            error=describe(error) if error else "",
                            retry_in_s=round(state.upcoming_sleep, 1))
@@ -107,12 +111,16 @@ class Aws:
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(is_transient),
-            wait=tenacity.wait_exponential_jitter(initial=0.5, max=self.max_backoff),
+            wait=tenacity.wait_random_exponential(multiplier=0.5, max=self.max_backoff),
             sleep=sleep, before_sleep=before_sleep, reraise=True,
         )
         if self.stop.is_set():
             raise Cancelled(what)
-        return retrying(function)
+        started = time.monotonic()
+        try:
+            return retrying(function)
+        finally:
+            self.waited += time.monotonic() - started
 
     # ----- DynamoDB
 

@@ -6,12 +6,16 @@ import argparse
 import difflib
 import os
 import sys
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 from reconfigure import log
+from reconfigure.cycle import Cycler
 from reconfigure.files import atomic_write, read_or_none
+from reconfigure.heartbeat import Heartbeat
+from reconfigure.loop import Daemon
 from reconfigure.render import Rendered, RenderOptions, render_tier
 from reconfigure.rows import ScanFormatError, Skipped
 from reconfigure.scanfile import load_items
@@ -38,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--root", type=Path, required=True, help="directory to write under")
     render.add_argument("--diff", action="store_true",
                         help="print a unified diff against DIR instead of writing")
+    commands.add_parser("run", help="the daemon: a cycle per SQS message batch or timer")
+    once = commands.add_parser("once", help="one full cycle, then exit (non-zero on failure)")
+    once.add_argument("--force", action="store_true",
+                      help="apply even if the mass-deletion guard would refuse")
     return parser
 
 
@@ -98,11 +106,51 @@ def _options(settings: Settings) -> RenderOptions:
                          sinkhole_enabled=settings.sinkhole_enabled)
 
 
+def _daemon_parts(settings: Settings) -> tuple[Cycler, Heartbeat]:
+    from reconfigure.aws import Aws  # noqa: PLC0415
+
+    stop = threading.Event()
+    heartbeat = Heartbeat(settings.ping_url, settings.tier,
+                          min_interval=settings.heartbeat_min_interval,
+                          send_start=settings.heartbeat_start)
+    cycler = Cycler(settings, Aws.from_settings(settings, stop), heartbeat, stop)
+    return cycler, heartbeat
+
+
+def once_command(args: argparse.Namespace, env: dict[str, str]) -> int:
+    settings = from_env(env)
+    cycler, heartbeat = _daemon_parts(settings)
+    try:
+        report = cycler.run("once", force=args.force)
+    finally:
+        heartbeat.close(timeout=10.0)
+    return 0 if report.ok else 1
+
+
+def run_command(env: dict[str, str]) -> int:
+    settings = from_env(env)
+    cycler, heartbeat = _daemon_parts(settings)
+    daemon = Daemon(cycler, settings.sqs_queue_url, settings.interval, settings.ready_file)
+    daemon.install_signal_handlers()
+    log.get().info("starting", tier=settings.tier, periodic_s=settings.interval,
+                   queue=bool(settings.sqs_queue_url), users=bool(settings.cognito_pool_id))
+    try:
+        daemon.run()
+    finally:
+        heartbeat.close(timeout=1.0)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    log.configure(sys.stderr)
+    env = dict(os.environ)
+    log.configure(sys.stderr if args.command == "render" else sys.stdout)
     try:
-        return render_command(args, dict(os.environ))
+        if args.command == "render":
+            return render_command(args, env)
+        if args.command == "once":
+            return once_command(args, env)
+        return run_command(env)
     except (SettingsError, ScanFormatError) as error:
         print(f"reconfigure: {error}", file=sys.stderr)
         return EXIT_USAGE

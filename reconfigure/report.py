@@ -22,6 +22,7 @@ class CycleReport:
     duration_ms: int = 0
     aws_ms: int = 0  # time spent waiting on AWS calls, inside duration_ms
     error: str | None = None
+    abandoned: bool = False  # ended early by shutdown: neither success nor failure
 
     @property
     def ok(self) -> bool:

@@ -49,6 +49,7 @@ class Settings:
     command_timeout: float
     sendmail_pid_file: str
     opendkim_pid_file: str
+    status_file: str
 
     def path(self, absolute: str) -> Path:
         """Where a container path lives under RECONFIGURE_ROOT."""
@@ -143,4 +144,6 @@ def from_env(env: Mapping[str, str], *, need_aws: bool = True) -> Settings:
         or "/var/run/sendmail.pid",
         opendkim_pid_file=env.get("RECONFIGURE_OPENDKIM_PID_FILE", "").strip()
         or "/var/run/opendkim/opendkim.pid",
+        status_file=env.get("RECONFIGURE_STATUS_FILE", "").strip()
+        or "/var/lib/reconfigure/status.json",
     )

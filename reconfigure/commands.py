@@ -1,0 +1,55 @@
+"""Running external programs: argument lists, a timeout, and an early end on shutdown."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+_POLL = 0.05  # how quickly a running command notices that the daemon is stopping
+
+
+class CommandFailed(RuntimeError):
+    """A command exited non-zero, timed out or could not start; str() is one line."""
+
+
+class Stopped(RuntimeError):
+    """The daemon is stopping; the command was ended before it finished."""
+
+
+def run(argv: Sequence[str], *, timeout: float, stdin: Path | None = None,
+        stop: threading.Event | None = None) -> str:
+    """Run argv (never through a shell); its merged output, or CommandFailed."""
+    with tempfile.TemporaryFile() as output, \
+            open(stdin or "/dev/null", "rb") as source:
+        try:
+            process = subprocess.Popen(list(argv), stdin=source, stdout=output,
+                                       stderr=subprocess.STDOUT)
+        except OSError as error:
+            raise CommandFailed(f"{argv[0]}: cannot run: {error.strerror}") from None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                process.wait(timeout=_POLL if stop is not None else timeout)
+                break
+            except subprocess.TimeoutExpired:
+                if stop is not None and stop.is_set():
+                    _end(process)
+                    raise Stopped(argv[0]) from None
+                if time.monotonic() >= deadline:
+                    _end(process)
+                    raise CommandFailed(f"{argv[0]}: timed out after {timeout:g} s") from None
+        output.seek(0)
+        text = output.read().decode(errors="replace").strip()
+    if process.returncode != 0:
+        detail = text.splitlines()[-1] if text else "no output"
+        raise CommandFailed(f"{argv[0]} exited {process.returncode}: {detail}")
+    return text
+
+
+def _end(process: subprocess.Popen[bytes]) -> None:
+    process.kill()
+    process.wait()

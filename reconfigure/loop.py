@@ -1,0 +1,155 @@
+"""The daemon: wait for the ready file, then one cycle per trigger until told to stop.
+
+Triggers are SQS message batches (long poll) and a fallback timer on the monotonic clock.
+The long poll runs in a worker thread so that SIGTERM is honoured at once: the main
+thread only ever waits on an event that either the poll or the signal handler sets.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from types import FrameType
+
+from reconfigure import log
+from reconfigure.aws import Message, describe
+from reconfigure.cycle import Cycler
+
+LONG_POLL_SECONDS = 20
+DRAIN_ROUNDS = 20  # up to 200 more messages folded into one cycle
+MIN_RECEIVE_BACKOFF = 5.0
+MAX_RECEIVE_BACKOFF = 300.0
+
+
+@dataclass
+class Daemon:
+    cycler: Cycler
+    queue_url: str | None
+    interval: float
+    ready_file: str  # a path under the root
+    clock: Callable[[], float] = time.monotonic
+    wake: threading.Event = field(default_factory=threading.Event)
+    _poll: Future[list[Message]] | None = None
+    _backoff: float = 5.0
+
+    @property
+    def stop(self) -> threading.Event:
+        return self.cycler.stop
+
+    def request_stop(self) -> None:
+        self.stop.set()
+        self.wake.set()
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            log.get().info("stopping", signal=signal.Signals(signum).name)
+            self.request_stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def wait_ready(self) -> bool:
+        """Block until the image's startup prep has written the ready file (or we stop)."""
+        path = self.cycler.settings.path(self.ready_file)
+        logged = False
+        while not path.exists():
+            if not logged:
+                log.get().info("waiting for ready file", path=str(path))
+                logged = True
+            if self.stop.wait(0.5):
+                return False
+        return True
+
+    def run(self) -> None:
+        logger = log.get()
+        if not self.queue_url:
+            logger.warning("SQS_QUEUE_URL not set: periodic-only mode",
+                           interval_s=self.interval)
+        if not self.wait_ready():
+            return
+        self.cycler.run("startup")
+        next_timer = self.clock() + self.interval
+        while not self.stop.is_set():
+            messages = self._next_messages(next_timer)
+            if self.stop.is_set():
+                break
+            if messages:
+                self._handle(messages)
+                next_timer = self.clock() + self.interval
+            elif self.clock() >= next_timer:
+                self.cycler.run("timer")
+                next_timer = self.clock() + self.interval
+        logger.info("stopped")
+
+    def _next_messages(self, next_timer: float) -> list[Message]:
+        """Messages from one long poll (plus any already waiting), or [] when the timer is
+        due first. A poll still running when the timer fires is picked up afterwards."""
+        remaining = max(0.0, next_timer - self.clock())
+        if not self.queue_url:
+            self.stop.wait(remaining)
+            return []
+        if self._poll is None:
+            self.wake.clear()
+            if self.stop.is_set():
+                return []
+            self._poll = self._start_poll(int(min(LONG_POLL_SECONDS, remaining)))
+        self.wake.wait(remaining)
+        if self.stop.is_set() or not self._poll.done():
+            return []
+        poll, self._poll = self._poll, None
+        try:
+            messages = poll.result()
+        except Exception as error:
+            log.get().error("queue receive failed", error=describe(error),
+                            retry_in_s=self._backoff)
+            self.stop.wait(min(self._backoff, remaining))
+            self._backoff = min(self._backoff * 2, MAX_RECEIVE_BACKOFF)
+            return []
+        self._backoff = MIN_RECEIVE_BACKOFF
+        return messages
+
+    def _start_poll(self, wait: int) -> Future[list[Message]]:
+        """A daemon thread, not an executor: at exit nothing waits for a poll in flight."""
+        future: Future[list[Message]] = Future()
+
+        def poll() -> None:
+            try:
+                future.set_result(self._receive(wait))
+            except BaseException as error:
+                future.set_exception(error)
+            self.wake.set()
+
+        threading.Thread(target=poll, name="poll", daemon=True).start()
+        return future
+
+    def _receive(self, wait: int) -> list[Message]:
+        assert self.queue_url is not None
+        aws = self.cycler.aws
+        messages = aws.receive(self.queue_url, wait)
+        # Fold a burst into one cycle: whatever is already queued comes along.
+        for _ in range(DRAIN_ROUNDS):
+            if not messages or self.stop.is_set():
+                break
+            more = aws.receive(self.queue_url, 0)
+            if not more:
+                break
+            messages.extend(more)
+        return messages
+
+    def _handle(self, messages: list[Message]) -> None:
+        report = self.cycler.run("message", messages=len(messages))
+        if not report.ok or self.stop.is_set():
+            return  # the messages come back after their visibility timeout
+        assert self.queue_url is not None
+        unique = list({m.message_id: m for m in messages}.values())
+        try:
+            failed = self.cycler.aws.delete(self.queue_url, unique)
+        except Exception as error:
+            log.get().error("queue delete failed", error=describe(error))
+            return
+        if failed:
+            log.get().warning("some messages not deleted", failed=failed)

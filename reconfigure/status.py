@@ -1,0 +1,42 @@
+"""The status file: the last cycles' outcome, for `reconfigure health`, operators and the
+mass-deletion guard (which needs the address count of the last applied render)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from reconfigure.files import atomic_write
+from reconfigure.report import CycleReport
+
+
+def load(path: Path) -> dict[str, Any]:
+    """The last status, or {} when there is none or it is unreadable (never fatal)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def record(path: Path, report: CycleReport, *, addresses: int | None,
+           now: float | None = None) -> dict[str, Any]:
+    """Merge one cycle into the status file; `addresses` is set after a successful apply."""
+    status = load(path)
+    stamp = time.time() if now is None else now
+    status["tier"] = report.tier
+    status["last_cycle"] = {**asdict(report), "at": stamp, "ok": report.ok}
+    status["cycles"] = int(status.get("cycles", 0)) + 1
+    if report.ok:
+        status["last_success_at"] = stamp
+        if addresses is not None:
+            status["addresses"] = addresses
+    else:
+        status["last_failure_at"] = stamp
+        status["last_error"] = report.error
+        status["failures"] = int(status.get("failures", 0)) + 1
+    atomic_write(path, json.dumps(status, indent=1, sort_keys=True).encode() + b"\n")
+    return status
