@@ -10,7 +10,7 @@ DEBS   := sendmail-bin sendmail-cf m4 passwd util-linux
 export CERT_DOMAIN ?= cabal.example
 export IMAP_INTERNAL_HOST ?= imap.cabal.internal
 
-.PHONY: run test lint deps bench clean
+.PHONY: run render test lint deps bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# The daemon against an embedded AWS stand-in, with its files under ./demo-root.
 run: $(STAMP)
+	TIER=$(TIER) $(BIN)/python examples/demo.py --root demo-root
+
+# The dry run: render the bundled scan file into ./out.
+render: $(STAMP)
 	$(BIN)/reconfigure render --tier $(TIER) --scan-file examples/addresses.json --root out
 
 # Installs the Debian packages only when missing; a policy-rc.d keeps apt from

@@ -7,11 +7,12 @@ import difflib
 import os
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from reconfigure import log
+from reconfigure import log, status
 from reconfigure.cycle import Cycler
 from reconfigure.files import atomic_write, read_or_none
 from reconfigure.heartbeat import Heartbeat
@@ -46,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     once = commands.add_parser("once", help="one full cycle, then exit (non-zero on failure)")
     once.add_argument("--force", action="store_true",
                       help="apply even if the mass-deletion guard would refuse")
+    commands.add_parser("health", help="exit 0 when the last cycle succeeded recently")
     return parser
 
 
@@ -141,6 +143,16 @@ def run_command(env: dict[str, str]) -> int:
     return 0
 
 
+def health_command(env: dict[str, str]) -> int:
+    """For the container HEALTHCHECK: needs only the root, status file and interval."""
+    settings = from_env({"TIER": "imap", "CERT_DOMAIN": "health.invalid", **env},
+                        need_aws=False)
+    current = status.load(settings.path(settings.status_file))
+    healthy, message = status.health(current, now=time.time(), interval=settings.interval)
+    print(message)
+    return 0 if healthy else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     env = dict(os.environ)
@@ -150,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return render_command(args, env)
         if args.command == "once":
             return once_command(args, env)
+        if args.command == "health":
+            return health_command(env)
         return run_command(env)
     except (SettingsError, ScanFormatError) as error:
         print(f"reconfigure: {error}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import signal
 import socket
 import threading
@@ -25,6 +26,11 @@ GUARD_MINIMUM = 20  # below this many rendered addresses the guard stays out of 
 
 
 
+def _cpu_seconds() -> float:
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 class GuardTripped(RuntimeError):
     """The table read would drop too many addresses: probably a mis-pointed table or IAM."""
 
@@ -44,7 +50,7 @@ class Cycler:
         """Never raises for AWS, file or command trouble: the report carries the error."""
         report = CycleReport(tier=self.settings.tier, host=self.host, trigger=trigger,
                              messages=messages)
-        started, waited = time.monotonic(), self.aws.waited
+        started, waited, cpu = time.monotonic(), self.aws.waited, _cpu_seconds()
         handle = self.heartbeat.begin() if self.heartbeat else None
         addresses: int | None = None
         try:
@@ -56,6 +62,7 @@ class Cycler:
             report.error = describe(error)
         report.duration_ms = round((time.monotonic() - started) * 1000)
         report.aws_ms = round((self.aws.waited - waited) * 1000)
+        report.cpu_ms = round((_cpu_seconds() - cpu) * 1000)
         self._report(report, handle, addresses)
         return report
 
@@ -154,7 +161,7 @@ class Cycler:
         fields = {
             "trigger": report.trigger, "rows": report.rows, "skipped": report.skipped,
             "changed": report.changed, "reloads": report.reloads,
-            "duration_ms": report.duration_ms, "aws_ms": report.aws_ms,
+            "duration_ms": report.duration_ms, "aws_ms": report.aws_ms, "cpu_ms": report.cpu_ms,
         }
         if report.users_created or report.users_refused:
             fields.update(users_created=len(report.users_created),

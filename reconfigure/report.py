@@ -20,7 +20,8 @@ class CycleReport:
     users_refused: list[str] = field(default_factory=list)  # "name: rule"
     messages: int = 0
     duration_ms: int = 0
-    aws_ms: int = 0  # time spent waiting on AWS calls, inside duration_ms
+    aws_ms: int = 0  # time spent in AWS calls (waiting, and botocore parsing), inside duration_ms
+    cpu_ms: int = 0  # CPU of the daemon and its children (makemap, newaliases) in the cycle
     error: str | None = None
     abandoned: bool = False  # ended early by shutdown: neither success nor failure
 

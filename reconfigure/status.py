@@ -40,3 +40,17 @@ def record(path: Path, report: CycleReport, *, addresses: int | None,
         status["failures"] = int(status.get("failures", 0)) + 1
     atomic_write(path, json.dumps(status, indent=1, sort_keys=True).encode() + b"\n")
     return status
+
+
+def health(status: dict[str, Any], *, now: float, interval: float) -> tuple[bool, str]:
+    """Healthy when the last cycle succeeded and it is at most two fallback periods old."""
+    last_success = status.get("last_success_at")
+    last_cycle = status.get("last_cycle")
+    if not isinstance(last_success, int | float) or not isinstance(last_cycle, dict):
+        return False, "no successful cycle yet"
+    if not last_cycle.get("ok", False):
+        return False, f"last cycle failed: {status.get('last_error')}"
+    age = now - last_success
+    if age > 2 * interval:
+        return False, f"last success {age:.0f} s ago (limit {2 * interval:.0f} s)"
+    return True, f"ok: last success {age:.0f} s ago"

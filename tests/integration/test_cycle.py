@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -244,3 +245,37 @@ def test_hanging_heartbeat_server_does_not_slow_the_cycle(world: AwsWorld, root:
         started = time.monotonic()
         heartbeat.close(timeout=1.0)
         assert time.monotonic() - started < 1.5
+
+
+# sendmail's modes sleep 60 s on a host name without a domain part: run it in a private
+# UTS namespace with a qualified name (SPEC §10), never renaming this machine.
+QUALIFIED_NEWALIASES = (
+    "unshare --uts --mount python3 -c "
+    "'import os, socket, sys; socket.sethostname(\"x.example.test\"); "
+    "os.execvp(sys.argv[1], sys.argv[1:])' /usr/sbin/sendmail -bi"
+)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="unshare --uts needs root")
+def test_imap_aliases_assembled_and_compiled_by_real_newaliases(
+        world: AwsWorld, root: Path) -> None:
+    world.put(item("shop", "example.com", "carol/alice", "acme"))
+    settings = settings_for(world, root, RECONFIGURE_NEWALIASES=QUALIFIED_NEWALIASES)
+    cycler = cycler_for(settings, world)
+    report = cycler.run("startup")
+    assert report.ok, report.error
+    assert "newaliases" in report.reloads
+    assert (root / "etc/aliases").read_text() == (
+        "postmaster: root\nroot: /dev/null\n\n# Dynamic aliases (generated from DynamoDB)\n"
+        "alice_carol: alice, carol\n")
+    db = root / "etc/aliases.db"
+    owner = db.stat().st_uid  # the cf's TrustedUser (smmta on Debian)
+    os.chown(db, 0, 0)  # our -C cf names no TrustedUser, so makemap -u wants root's file
+    aliases = dump_map(db, root / "sendmail.cf")
+    os.chown(db, owner, -1)
+    assert aliases["alice_carol"] == "alice, carol"
+    assert aliases["postmaster"] == "root"
+    db_mtime = (root / "etc/aliases.db").stat().st_mtime_ns
+    again = cycler.run("timer")
+    assert again.ok and "newaliases" not in again.reloads
+    assert (root / "etc/aliases.db").stat().st_mtime_ns == db_mtime

@@ -1,0 +1,163 @@
+"""Benchmark the daemon against a moto server process on loopback.
+
+    .venv/bin/python bench/daemon.py latency [ROWS] [TRIALS]   message → new .db latency
+    .venv/bin/python bench/daemon.py cycle [ROWS ...]           one cycle's time, split
+    .venv/bin/python bench/daemon.py idle [SECONDS]             CPU of an idle daemon
+
+Every figure separates the time spent in AWS calls (moto's own Scan is slow and not ours
+to optimise) from the daemon's own time, and reports the daemon's CPU and peak RSS.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.render import synthetic_items
+from tests.helpers import item
+from tests.integration.support import (
+    AwsWorld,
+    cycles,
+    daemon_env,
+    dump_map,
+    make_root,
+    make_world,
+    start_daemon,
+    stop_daemon,
+    wait_for,
+)
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
+                                "-p", str(port)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _listening(port), timeout=30, what="moto server")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def seed(world: AwsWorld, count: int) -> None:
+    dynamodb = world.client("dynamodb")
+    items = synthetic_items(count)
+    for start in range(0, len(items), 25):
+        batch = [{"PutRequest": {"Item": i}} for i in items[start:start + 25]]
+        dynamodb.batch_write_item(RequestItems={world.table: batch})
+
+
+def process_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@contextmanager
+def daemon(rows: int, **env: str) -> Iterator[tuple[AwsWorld, Path, subprocess.Popen[bytes],
+                                                    Path]]:
+    with moto_server() as endpoint, tempfile.TemporaryDirectory() as tmp:
+        world = make_world(endpoint)
+        seeded = time.perf_counter()
+        seed(world, rows)
+        print(f"# seeded {rows} rows in {time.perf_counter() - seeded:.1f} s", flush=True)
+        root = make_root(Path(tmp) / "root")
+        log = Path(tmp) / "daemon.log"
+        process = start_daemon(daemon_env(world, root, **env), log)
+        try:
+            wait_for(lambda: cycles(log), timeout=1800, what="startup cycle")
+            yield world, root, process, log
+        finally:
+            stop_daemon(process)
+
+
+def latency(rows: int, trials: int) -> None:
+    with daemon(rows) as (world, root, _, _log):
+        db = root / "etc/mail/virtusertable.db"
+        cf = root / "sendmail.cf"
+
+        def until_compiled(key: str) -> None:
+            wait_for(lambda: key in dump_map(db, cf), timeout=60, what="new .db")
+
+        figures = []
+        for trial in range(trials):
+            key = f"bench{trial}@sub1.domain01.example"
+            world.put(item(f"bench{trial}", "domain01.example", "alice", "sub1"))
+            started = time.perf_counter()
+            world.notify()
+            until_compiled(key)
+            figures.append(time.perf_counter() - started)
+            wait_for(lambda: world.queue_depth() == 0, what="message deleted")
+        figures.sort()
+        p95 = figures[min(len(figures) - 1, round(0.95 * (len(figures) - 1)))]
+        print(f"latency rows={rows} trials={trials}: p50={statistics.median(figures):.3f} s "
+              f"p95={p95:.3f} s max={figures[-1]:.3f} s")
+
+
+def cycle(rows: int) -> None:
+    with daemon(rows) as (world, _root, process, log):
+        world.put(item("bench", "domain01.example", "alice", "sub1"))
+        world.notify()
+        wait_for(lambda: len(cycles(log)) >= 2, timeout=1800, what="message cycle")
+        for event in cycles(log):
+            own = event["duration_ms"] - event["aws_ms"]
+            print(f"cycle rows={rows} trigger={event['trigger']:<8} "
+                  f"total={event['duration_ms']} ms aws={event['aws_ms']} ms "
+                  f"own={own} ms cpu={event['cpu_ms']} ms "
+                  f"changed={len(event['changed'])}")
+        print(f"peak RSS rows={rows}: {peak_rss_mb(process.pid):.0f} MB")
+
+
+def idle(seconds: float) -> None:
+    with daemon(100) as (_world, _root, process, _log):
+        before, started = process_cpu(process.pid), time.monotonic()
+        time.sleep(seconds)
+        used, elapsed = process_cpu(process.pid) - before, time.monotonic() - started
+        print(f"idle: {used:.2f} CPU-s in {elapsed:.0f} s = {used * 3600 / elapsed:.2f} "
+              f"CPU-s per hour; RSS peak {peak_rss_mb(process.pid):.0f} MB")
+
+
+def main(argv: list[str]) -> None:
+    command, args = (argv[0], argv[1:]) if argv else ("latency", [])
+    if command == "latency":
+        latency(int(args[0]) if args else 1000, int(args[1]) if len(args) > 1 else 10)
+    elif command == "cycle":
+        for rows in [int(a) for a in args] or [10_000]:
+            cycle(rows)
+    elif command == "idle":
+        idle(float(args[0]) if args else 300)
+    else:
+        raise SystemExit(__doc__)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
