@@ -68,11 +68,12 @@ class Aws:
     """Thin wrappers over the low-level clients; each call retried when transient."""
 
     def __init__(self, *, dynamodb: Any, sqs: Any = None, cognito: Any = None,
-                 table: str, stop: threading.Event | None = None,
+                 sns: Any = None, table: str, stop: threading.Event | None = None,
                  max_backoff: float = 60.0) -> None:
         self.dynamodb = dynamodb
         self.sqs = sqs
         self.cognito = cognito
+        self.sns = sns
         self.table = table
         self.stop = stop or threading.Event()
         self.max_backoff = max_backoff
@@ -91,6 +92,7 @@ class Aws:
             dynamodb=session.client("dynamodb", config=config),
             sqs=session.client("sqs", config=config),
             cognito=session.client("cognito-idp", config=config),
+            sns=session.client("sns", config=config),
             table=settings.address_table, stop=stop,
         )
 

@@ -12,8 +12,9 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from reconfigure import log, status
+from reconfigure import fanout, log, status
 from reconfigure.cycle import Cycler
+from reconfigure.fanout import PrivateQueue
 from reconfigure.files import atomic_write, read_or_none
 from reconfigure.heartbeat import Heartbeat
 from reconfigure.loop import Daemon
@@ -132,15 +133,27 @@ def once_command(args: argparse.Namespace, env: dict[str, str]) -> int:
 def run_command(env: dict[str, str]) -> int:
     settings = from_env(env)
     cycler, heartbeat = _daemon_parts(settings)
-    daemon = Daemon(cycler, settings.sqs_queue_url, settings.interval, settings.ready_file)
+    daemon = Daemon(cycler, settings.sqs_queue_url, settings.interval, settings.ready_file,
+                    private=_private_queue(settings, cycler, env))
     daemon.install_signal_handlers()
     log.get().info("starting", tier=settings.tier, periodic_s=settings.interval,
                    queue=bool(settings.sqs_queue_url), users=bool(settings.cognito_pool_id))
     try:
         daemon.run()
     finally:
-        heartbeat.close(timeout=1.0)
+        heartbeat.close(timeout=0.5)  # with the queue teardown, inside the 2 s to stop
     return 0
+
+
+def _private_queue(settings: Settings, cycler: Cycler,
+                   env: dict[str, str]) -> PrivateQueue | None:
+    if settings.sns_topic_arn is None:
+        return None
+    aws = cycler.aws
+    return PrivateQueue(
+        sqs=aws.sqs, sns=aws.sns, call=aws.call, tier=settings.tier,
+        owner=fanout.identity(env), topic_arn=settings.sns_topic_arn,
+        region=settings.aws_region or "", orphan_age=settings.orphan_queue_age)
 
 
 def health_command(env: dict[str, str]) -> int:

@@ -18,11 +18,15 @@ from types import FrameType
 from reconfigure import log
 from reconfigure.aws import Message, describe
 from reconfigure.cycle import Cycler
+from reconfigure.fanout import PrivateQueue
+from reconfigure.report import CycleReport
 
 LONG_POLL_SECONDS = 20
 DRAIN_ROUNDS = 20  # up to 200 more messages folded into one cycle
 MIN_RECEIVE_BACKOFF = 5.0
 MAX_RECEIVE_BACKOFF = 300.0
+REAP_EVERY = 3600.0
+TEARDOWN_SECONDS = 1.0  # inside the 2 s the daemon has to stop
 
 
 @dataclass
@@ -32,8 +36,13 @@ class Daemon:
     interval: float
     ready_file: str  # a path under the root
     clock: Callable[[], float] = time.monotonic
+    private: PrivateQueue | None = None
     wake: threading.Event = field(default_factory=threading.Event)
+    _next_setup: float = 0.0
+    _setup_backoff: float = MIN_RECEIVE_BACKOFF
+    _next_reap: float = 0.0
     _poll: Future[list[Message]] | None = None
+    _poll_url: str | None = None
     _backoff: float = 5.0
 
     @property
@@ -66,24 +75,78 @@ class Daemon:
 
     def run(self) -> None:
         logger = log.get()
-        if not self.queue_url:
+        if self.private is not None:
+            if self.queue_url:
+                logger.warning("SQS_QUEUE_URL and RECONFIGURE_SNS_TOPIC_ARN both set: "
+                               "using a private queue")
+            self.queue_url = None
+        elif not self.queue_url:
             logger.warning("SQS_QUEUE_URL not set: periodic-only mode",
                            interval_s=self.interval)
         if not self.wait_ready():
             return
-        self.cycler.run("startup")
-        next_timer = self.clock() + self.interval
-        while not self.stop.is_set():
-            messages = self._next_messages(next_timer)
-            if self.stop.is_set():
-                break
-            if messages:
-                self._handle(messages)
-                next_timer = self.clock() + self.interval
-            elif self.clock() >= next_timer:
-                self.cycler.run("timer")
-                next_timer = self.clock() + self.interval
+        try:
+            self._maintain_private_queue()  # subscribe before the first full read
+            self._cycle("startup")
+            next_timer = self.clock() + self.interval
+            while not self.stop.is_set():
+                messages = self._next_messages(min(next_timer, self._next_upkeep()))
+                if self.stop.is_set():
+                    break
+                if messages:
+                    self._handle(messages)
+                    next_timer = self.clock() + self.interval
+                elif self.clock() >= next_timer:
+                    self._cycle("timer")
+                    next_timer = self.clock() + self.interval
+                self._maintain_private_queue()
+        finally:
+            if self.private is not None:
+                self.private.teardown(TEARDOWN_SECONDS)
         logger.info("stopped")
+
+    def _cycle(self, trigger: str, messages: int = 0) -> CycleReport:
+        report = self.cycler.run(trigger, messages=messages)
+        if report.ok and self.private is not None and self.queue_url:
+            try:
+                self.private.touch()
+            except Exception as error:
+                log.get().warning("queue tag not refreshed", error=describe(error))
+        return report
+
+    def _next_upkeep(self) -> float:
+        if self.private is None:
+            return float("inf")
+        return self._next_reap if self.queue_url else min(self._next_setup, self._next_reap)
+
+    def _maintain_private_queue(self) -> None:
+        """Set the private queue up (retrying with backoff; periodic mode meanwhile), and
+        reap orphans at start and hourly."""
+        private, now = self.private, self.clock()
+        if private is None or self.stop.is_set():
+            return
+        if not self.queue_url and now >= self._next_setup:
+            try:
+                self.queue_url = private.setup()
+                self._setup_backoff = MIN_RECEIVE_BACKOFF
+            except Exception as error:
+                self._setup_failed(describe(error))
+        if now >= self._next_reap:
+            self._next_reap = now + REAP_EVERY
+            try:
+                private.reap()
+            except Exception as error:
+                log.get().warning("orphan queue reaping failed", error=describe(error))
+
+    def _setup_failed(self, error: str) -> None:
+        self._next_setup = self.clock() + self._setup_backoff
+        log.get().error("private queue setup failed: periodic mode until it works",
+                        error=error, retry_in_s=self._setup_backoff)
+        self._setup_backoff = min(self._setup_backoff * 2, MAX_RECEIVE_BACKOFF)
+        if self.cycler.heartbeat is not None:
+            report = CycleReport(self.cycler.settings.tier, self.cycler.host, "setup",
+                                 error=f"private queue setup failed: {error}")
+            self.cycler.heartbeat.finish(None, report)
 
     def _next_messages(self, next_timer: float) -> list[Message]:
         """Messages from one long poll (plus any already waiting), or [] when the timer is
@@ -92,11 +155,14 @@ class Daemon:
         if not self.queue_url:
             self.stop.wait(remaining)
             return []
+        if self._poll is not None and self._poll_url != self.queue_url:
+            self._poll = None  # a poll of a queue we no longer use
         if self._poll is None:
             self.wake.clear()
             if self.stop.is_set():
                 return []
             self._poll = self._start_poll(int(min(LONG_POLL_SECONDS, remaining)))
+            self._poll_url = self.queue_url
         self.wake.wait(remaining)
         if self.stop.is_set() or not self._poll.done():
             return []
@@ -141,7 +207,7 @@ class Daemon:
         return messages
 
     def _handle(self, messages: list[Message]) -> None:
-        report = self.cycler.run("message", messages=len(messages))
+        report = self._cycle("message", len(messages))
         if not report.ok or self.stop.is_set():
             return  # the messages come back after their visibility timeout
         assert self.queue_url is not None

@@ -50,6 +50,8 @@ class Settings:
     sendmail_pid_file: str
     opendkim_pid_file: str
     status_file: str
+    sns_topic_arn: str | None  # set: a private queue per daemon (see fanout.py)
+    orphan_queue_age: float
 
     def path(self, absolute: str) -> Path:
         """Where a container path lives under RECONFIGURE_ROOT."""
@@ -146,4 +148,13 @@ def from_env(env: Mapping[str, str], *, need_aws: bool = True) -> Settings:
         or "/var/run/opendkim/opendkim.pid",
         status_file=env.get("RECONFIGURE_STATUS_FILE", "").strip()
         or "/var/lib/reconfigure/status.json",
+        sns_topic_arn=_topic_arn(env),
+        orphan_queue_age=_number(env, "RECONFIGURE_ORPHAN_QUEUE_AGE", 3600, 1, 30 * 86400),
     )
+
+
+def _topic_arn(env: Mapping[str, str]) -> str | None:
+    raw = env.get("RECONFIGURE_SNS_TOPIC_ARN", "").strip()
+    if raw and not re.fullmatch(r"arn:[a-z-]+:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}", raw):
+        raise SettingsError("RECONFIGURE_SNS_TOPIC_ARN", f"not an SNS topic ARN: {raw!r}")
+    return raw or None
