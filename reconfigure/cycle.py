@@ -104,7 +104,7 @@ class Cycler:
             users, root=settings.root, useradd=settings.useradd, groupadd=settings.groupadd,
             timeout=settings.command_timeout, procmailrc=settings.path("/etc/procmailrc"))
         report.users_created = list(result.created)
-        report.users_refused = list(result.refused)
+        report.users_refused = [*result.refused, *result.errors]
 
     def _guard(self, tree: Tree, *, force: bool) -> int:
         addresses = count_addresses(tree)

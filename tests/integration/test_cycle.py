@@ -29,15 +29,6 @@ from tests.integration.support import (
 )
 
 
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
 def world(moto_endpoint: str) -> AwsWorld:
     return make_world(moto_endpoint)

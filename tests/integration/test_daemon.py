@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from moto.server import ThreadedMotoServer
 from pytest_httpserver import HTTPServer
 
 from tests.helpers import item
@@ -28,15 +27,8 @@ from tests.integration.support import (
     temp_files,
     wait_for,
 )
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+from tests.integration.test_users_cognito import Pool
+from tests.test_users import make_account_root, real_tools_available
 
 
 @pytest.fixture
@@ -222,3 +214,29 @@ def test_once_exit_codes_and_bad_settings(world: AwsWorld, root: Path, tmp_path:
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([sys.executable, "-m", "reconfigure", *args], env=env,
                           capture_output=True, timeout=60, check=False)
+
+
+@pytest.mark.skipif(not real_tools_available(), reason="needs root, useradd and groupadd")
+def test_new_cognito_user_gets_an_account_on_the_next_cycle(
+        world: AwsWorld, tmp_path: Path, moto_endpoint: str,
+        daemons: list[subprocess.Popen[bytes]]) -> None:
+    root = make_root(make_account_root(tmp_path / "root"))
+    pool = Pool(world.client("cognito-idp"))
+    pool.admin_created("alice", "70001", confirm=True)
+    log = tmp_path / "daemon.log"
+    env = daemon_env(world, root, COGNITO_POOL_ID=pool.id)
+    daemons.append(start_daemon(env, log))
+    first = wait_for(lambda: cycles(log), what="startup cycle")[0]
+    assert (root / "home/alice/Maildir").stat().st_uid == 70001
+    assert "dave" not in (root / "etc/passwd").read_text()
+
+    pool.admin_created("dave", "70002", confirm=True)
+    world.notify()
+    wait_for(lambda: len(cycles(log)) == 2, what="message cycle")
+    assert "dave:x:70002:70002::/home/dave:" in (root / "etc/passwd").read_text()
+    maildir = (root / "home/dave/Maildir").stat()
+    assert (maildir.st_uid, maildir.st_gid, maildir.st_mode & 0o777) == (70002, 70002, 0o700)
+    assert (root / "home/dave/.procmailrc").exists()
+    assert first["users_created"] == 1 and cycles(log)[1]["users_created"] == 1
+    code, _ = stop_daemon(daemons[0])
+    assert code == 0

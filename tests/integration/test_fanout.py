@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from moto.server import ThreadedMotoServer
 from pytest_httpserver import HTTPServer
 
 from reconfigure.fanout import (
@@ -35,15 +34,6 @@ from tests.integration.support import (
     stop_daemon,
     wait_for,
 )
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture
@@ -98,22 +88,21 @@ def subscriptions(world: AwsWorld, topic: str) -> list[str]:
 def test_one_publish_reaches_all_three_daemons_and_sigterm_cleans_up(
         world: AwsWorld, topic: str, tmp_path: Path,
         daemons: list[subprocess.Popen[bytes]]) -> None:
-    roots, logs = [], []
+    roots: list[Path] = []
+    logs: list[Path] = []
     for n in range(3):
         roots.append(make_root(tmp_path / f"root{n}"))
         logs.append(tmp_path / f"daemon{n}.log")
         daemons.append(start_daemon(private_env(world, roots[n], topic), logs[n]))
-    for log in logs:
-        wait_for(lambda log=log: cycles(log), what="startup cycle")
+    wait_for(lambda: all(cycles(log) for log in logs), what="startup cycles")
     wait_for(lambda: len(private_queues(world)) == 3, what="three private queues")
     assert subscriptions(world, topic) == private_queues(world)
 
     world.put(item("new", "example.com", "bob", "acme"))
     started = time.monotonic()
     publish(world, topic)
-    for root in roots:
-        wait_for(lambda root=root: "new@acme.example.com" in (
-            root / "etc/mail/virtusertable").read_text(), what="new row on every daemon")
+    wait_for(lambda: all("new@acme.example.com" in (root / "etc/mail/virtusertable").read_text()
+                         for root in roots), what="new row on every daemon")
     assert time.monotonic() - started < 1.5
     for log in logs:
         assert [c for c in cycles(log) if c["trigger"] == "message"]
