@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from reconfigure import fanout, log, status
+from reconfigure import fanout, log, metrics, status
 from reconfigure.cycle import Cycler
 from reconfigure.fanout import PrivateQueue
 from reconfigure.files import atomic_write, read_or_none
@@ -136,6 +136,14 @@ def run_command(env: dict[str, str]) -> int:
     daemon = Daemon(cycler, settings.sqs_queue_url, settings.interval, settings.ready_file,
                     private=_private_queue(settings, cycler, env))
     daemon.install_signal_handlers()
+    if settings.metrics_port is not None:
+        cycler.metrics = metrics.Metrics(settings.tier)
+        try:
+            metrics.serve(cycler.metrics, settings.metrics_address, settings.metrics_port)
+        except OSError as error:
+            raise SettingsError("RECONFIGURE_METRICS_PORT",
+                                f"cannot listen on {settings.metrics_port}: {error.strerror}"
+                                ) from None
     log.get().info("starting", tier=settings.tier, periodic_s=settings.interval,
                    queue=bool(settings.sqs_queue_url), users=bool(settings.cognito_pool_id))
     try:

@@ -15,6 +15,7 @@ from reconfigure import apply, commands, log, status
 from reconfigure.aws import Aws, Cancelled, describe
 from reconfigure.heartbeat import Cycle as HeartbeatCycle
 from reconfigure.heartbeat import Heartbeat
+from reconfigure.metrics import Metrics
 from reconfigure.reload import signal_daemon
 from reconfigure.render import RenderOptions, render_tier
 from reconfigure.report import CycleReport
@@ -45,6 +46,7 @@ class Cycler:
     # Reloads owed from an earlier cycle whose signal failed after its files were swapped in:
     # the files now match the render, so no later plan would ask for them again.
     pending: set[Reload] = field(default_factory=set)
+    metrics: Metrics | None = None
 
     def run(self, trigger: str, *, force: bool = False, messages: int = 0) -> CycleReport:
         """Never raises for AWS, file or command trouble: the report carries the error."""
@@ -166,6 +168,8 @@ class Cycler:
         if report.users_created or report.users_refused:
             fields.update(users_created=len(report.users_created),
                           users_refused=len(report.users_refused))
+        if self.metrics is not None:
+            self.metrics.observe(report)
         if report.abandoned:
             logger.info("cycle abandoned", **fields)
             return

@@ -51,6 +51,8 @@ class Settings:
     opendkim_pid_file: str
     status_file: str
     sns_topic_arn: str | None  # set: a private queue per daemon (see fanout.py)
+    metrics_port: int | None  # set: Prometheus metrics on this port
+    metrics_address: str
     orphan_queue_age: float
 
     def path(self, absolute: str) -> Path:
@@ -150,6 +152,9 @@ def from_env(env: Mapping[str, str], *, need_aws: bool = True) -> Settings:
         or "/var/lib/reconfigure/status.json",
         sns_topic_arn=_topic_arn(env),
         orphan_queue_age=_number(env, "RECONFIGURE_ORPHAN_QUEUE_AGE", 3600, 1, 30 * 86400),
+        metrics_port=int(_number(env, "RECONFIGURE_METRICS_PORT", 0, 1, 65535, integer=True))
+        or None,
+        metrics_address=env.get("RECONFIGURE_METRICS_ADDRESS", "").strip() or "0.0.0.0",  # noqa: S104 - scraped from outside the container
     )
 
 

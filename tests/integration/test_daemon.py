@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from pytest_httpserver import HTTPServer
 
 from tests.helpers import item
@@ -241,3 +243,20 @@ def test_new_cognito_user_gets_an_account_on_the_next_cycle(
     assert first["users_created"] == 1 and cycles(log)[1]["users_created"] == 1
     code, _ = stop_daemon(daemons[0])
     assert code == 0
+
+
+def test_metrics_endpoint(world: AwsWorld, root: Path, tmp_path: Path,
+                          daemons: list[subprocess.Popen[bytes]]) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = tmp_path / "daemon.log"
+    env = daemon_env(world, root, RECONFIGURE_METRICS_PORT=str(port),
+                     RECONFIGURE_METRICS_ADDRESS="127.0.0.1")
+    daemons.append(start_daemon(env, log))
+    wait_for(lambda: cycles(log), what="startup cycle")
+    body = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    assert ('reconfigure_cycles_total{tier="imap",trigger="startup",outcome="success"} 1'
+            in body.splitlines())
+    assert requests.get(f"http://127.0.0.1:{port}/other", timeout=5).status_code == 404
+    stop_daemon(daemons[0])
