@@ -23,20 +23,9 @@ from tests.integration.support import (
     FakeDaemon,
     daemon_env,
     dump_map,
-    make_root,
     make_world,
     wait_for,
 )
-
-
-@pytest.fixture
-def world(moto_endpoint: str) -> AwsWorld:
-    return make_world(moto_endpoint)
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    return make_root(tmp_path / "root")
 
 
 def settings_for(world: AwsWorld, root: Path, tier: str = "imap", **extra: str) -> Settings:

@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,6 @@ from tests.integration.support import (
     fake_command,
     log_events,
     make_root,
-    make_world,
     start_daemon,
     stop_daemon,
     temp_files,
@@ -31,26 +29,6 @@ from tests.integration.support import (
 )
 from tests.integration.test_users_cognito import Pool
 from tests.test_users import make_account_root, real_tools_available
-
-
-@pytest.fixture
-def world(moto_endpoint: str) -> AwsWorld:
-    return make_world(moto_endpoint)
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    return make_root(tmp_path / "root")
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def seed(world: AwsWorld) -> None:

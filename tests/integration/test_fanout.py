@@ -29,18 +29,15 @@ from tests.integration.support import (
     daemon_env,
     log_events,
     make_root,
-    make_world,
     start_daemon,
     stop_daemon,
     wait_for,
 )
 
 
-@pytest.fixture
-def world(moto_endpoint: str) -> AwsWorld:
-    world = make_world(moto_endpoint)
+@pytest.fixture(autouse=True)
+def a_row(world: AwsWorld) -> None:
     world.put(item("shop", "example.com", "alice", "acme"))
-    return world
 
 
 @pytest.fixture
@@ -52,16 +49,6 @@ def topic(world: AwsWorld) -> Iterator[str]:
     sqs = world.client("sqs")
     for url in sqs.list_queues(QueueNamePrefix="cabal-reconfig-").get("QueueUrls", []):
         sqs.delete_queue(QueueUrl=url)
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def private_env(world: AwsWorld, root: Path, topic: str, **extra: str) -> dict[str, str]:

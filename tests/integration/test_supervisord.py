@@ -37,8 +37,6 @@ from tests.integration.support import (
     cycles,
     daemon_env,
     log_events,
-    make_root,
-    make_world,
     wait_for,
 )
 
@@ -204,16 +202,6 @@ class Supervised:
                 with contextlib.suppress(OSError):
                     if str(BIN / "reconfigure").encode() in cmdline.read_bytes():
                         os.kill(pid, signal.SIGKILL)
-
-
-@pytest.fixture
-def world(moto_endpoint: str) -> AwsWorld:
-    return make_world(moto_endpoint)
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    return make_root(tmp_path / "root")
 
 
 @pytest.fixture
