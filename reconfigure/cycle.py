@@ -22,9 +22,9 @@ from reconfigure.report import CycleReport
 from reconfigure.settings import Settings
 from reconfigure.tiers import TIERS, Reload
 from reconfigure.tree import Tree, TreeBuilder, count_addresses
+from reconfigure.users import list_confirmed_users, sync_users
 
 GUARD_MINIMUM = 20  # below this many rendered addresses the guard stays out of the way
-
 
 
 def _cpu_seconds() -> float:
@@ -98,8 +98,6 @@ class Cycler:
         return addresses
 
     def _sync_users(self, report: CycleReport, pool_id: str) -> None:
-        from reconfigure.users import list_confirmed_users, sync_users  # noqa: PLC0415
-
         settings = self.settings
         users = list_confirmed_users(self.aws.cognito, pool_id, self.aws.call)
         result = sync_users(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from reconfigure import log
-from reconfigure.aws import Message, describe
+from reconfigure.aws import Cancelled, Message, describe
 from reconfigure.cycle import Cycler
 from reconfigure.fanout import PrivateQueue
 from reconfigure.report import CycleReport
@@ -27,6 +27,11 @@ MIN_RECEIVE_BACKOFF = 5.0
 MAX_RECEIVE_BACKOFF = 300.0
 REAP_EVERY = 3600.0
 TEARDOWN_SECONDS = 1.0  # inside the 2 s the daemon has to stop
+
+
+def _queue_gone(error: BaseException) -> bool:
+    text = describe(error)
+    return "NonExistentQueue" in text or "QueueDoesNotExist" in text
 
 
 @dataclass
@@ -43,7 +48,7 @@ class Daemon:
     _next_reap: float = 0.0
     _poll: Future[list[Message]] | None = None
     _poll_url: str | None = None
-    _backoff: float = 5.0
+    _backoff: float = MIN_RECEIVE_BACKOFF
 
     @property
     def stop(self) -> threading.Event:
@@ -107,7 +112,9 @@ class Daemon:
 
     def _cycle(self, trigger: str, messages: int = 0) -> CycleReport:
         report = self.cycler.run(trigger, messages=messages)
-        if report.ok and self.private is not None and self.queue_url:
+        # The tag says "this queue's owner is alive", failed cycles included: a daemon whose
+        # cycles fail for an hour must not have its queue reaped under it.
+        if not report.abandoned and self.private is not None and self.queue_url:
             try:
                 self.private.touch()
             except Exception as error:
@@ -125,18 +132,25 @@ class Daemon:
         private, now = self.private, self.clock()
         if private is None or self.stop.is_set():
             return
-        if not self.queue_url and now >= self._next_setup:
-            try:
-                self.queue_url = private.setup()
-                self._setup_backoff = MIN_RECEIVE_BACKOFF
-            except Exception as error:
-                self._setup_failed(describe(error))
-        if now >= self._next_reap:
-            self._next_reap = now + REAP_EVERY
-            try:
-                private.reap()
-            except Exception as error:
-                log.get().warning("orphan queue reaping failed", error=describe(error))
+        try:
+            if not self.queue_url and now >= self._next_setup:
+                try:
+                    self.queue_url = private.setup()
+                    self._setup_backoff = MIN_RECEIVE_BACKOFF
+                except Cancelled:
+                    raise
+                except Exception as error:
+                    self._setup_failed(describe(error))
+            if now >= self._next_reap:
+                self._next_reap = now + REAP_EVERY
+                try:
+                    private.reap()
+                except Cancelled:
+                    raise
+                except Exception as error:
+                    log.get().warning("orphan queue reaping failed", error=describe(error))
+        except Cancelled:
+            return  # stopping
 
     def _setup_failed(self, error: str) -> None:
         self._next_setup = self.clock() + self._setup_backoff
@@ -172,6 +186,9 @@ class Daemon:
         except Exception as error:
             log.get().error("queue receive failed", error=describe(error),
                             retry_in_s=self._backoff)
+            if self.private is not None and _queue_gone(error):
+                self.queue_url = None  # reaped or deleted under us: set it up again
+                self._next_setup = self.clock()
             self.stop.wait(min(self._backoff, remaining))
             self._backoff = min(self._backoff * 2, MAX_RECEIVE_BACKOFF)
             return []

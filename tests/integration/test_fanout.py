@@ -181,3 +181,21 @@ def test_identity_from_task_metadata_else_host_and_pid(httpserver: HTTPServer) -
     fallback = identity({"ECS_CONTAINER_METADATA_URI_V4": "http://127.0.0.1:9/nothing"})
     assert fallback == identity({})
     assert fallback.endswith(f"-{os.getpid()}")
+
+
+def test_a_private_queue_deleted_under_the_daemon_is_set_up_again(
+        world: AwsWorld, topic: str, tmp_path: Path,
+        daemons: list[subprocess.Popen[bytes]]) -> None:
+    log = tmp_path / "daemon.log"
+    daemons.append(start_daemon(private_env(world, make_root(tmp_path / "root"), topic), log))
+    wait_for(lambda: cycles(log), what="startup cycle")
+    sqs = world.client("sqs")
+    [name] = wait_for(lambda: private_queues(world), what="private queue")
+    sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=name)["QueueUrl"])
+    wait_for(lambda: sum(e.get("event") == "private queue ready" for e in log_events(log)) == 2,
+             timeout=30, what="queue set up again")
+    assert private_queues(world) == [name]
+    world.put(item("again", "example.com", "bob", "acme"))
+    publish(world, topic)
+    wait_for(lambda: [c for c in cycles(log) if c["trigger"] == "message"], what="message cycle")
+    stop_daemon(daemons[0])
