@@ -6,18 +6,13 @@ import argparse
 import difflib
 import os
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from reconfigure import fanout, log, metrics, status
-from reconfigure.cycle import Cycler
-from reconfigure.fanout import PrivateQueue
+from reconfigure import log, status
 from reconfigure.files import atomic_write, read_or_none
-from reconfigure.heartbeat import Heartbeat
-from reconfigure.loop import Daemon
 from reconfigure.render import Rendered, RenderOptions, render_tier
 from reconfigure.rows import ScanFormatError, Skipped
 from reconfigure.scanfile import load_items
@@ -109,61 +104,6 @@ def _options(settings: Settings) -> RenderOptions:
                          sinkhole_enabled=settings.sinkhole_enabled)
 
 
-def _daemon_parts(settings: Settings) -> tuple[Cycler, Heartbeat]:
-    from reconfigure.aws import Aws  # noqa: PLC0415
-
-    stop = threading.Event()
-    heartbeat = Heartbeat(settings.ping_url, settings.tier,
-                          min_interval=settings.heartbeat_min_interval,
-                          send_start=settings.heartbeat_start)
-    cycler = Cycler(settings, Aws.from_settings(settings, stop), heartbeat, stop)
-    return cycler, heartbeat
-
-
-def once_command(args: argparse.Namespace, env: dict[str, str]) -> int:
-    settings = from_env(env)
-    cycler, heartbeat = _daemon_parts(settings)
-    try:
-        report = cycler.run("once", force=args.force)
-    finally:
-        heartbeat.close(timeout=10.0)
-    return 0 if report.ok else 1
-
-
-def run_command(env: dict[str, str]) -> int:
-    settings = from_env(env)
-    cycler, heartbeat = _daemon_parts(settings)
-    daemon = Daemon(cycler, settings.sqs_queue_url, settings.interval, settings.ready_file,
-                    private=_private_queue(settings, cycler, env))
-    daemon.install_signal_handlers()
-    if settings.metrics_port is not None:
-        cycler.metrics = metrics.Metrics(settings.tier)
-        try:
-            metrics.serve(cycler.metrics, settings.metrics_address, settings.metrics_port)
-        except OSError as error:
-            raise SettingsError("RECONFIGURE_METRICS_PORT",
-                                f"cannot listen on {settings.metrics_port}: {error.strerror}"
-                                ) from None
-    log.get().info("starting", tier=settings.tier, periodic_s=settings.interval,
-                   queue=bool(settings.sqs_queue_url), users=bool(settings.cognito_pool_id))
-    try:
-        daemon.run()
-    finally:
-        heartbeat.close(timeout=0.5)  # with the queue teardown, inside the 2 s to stop
-    return 0
-
-
-def _private_queue(settings: Settings, cycler: Cycler,
-                   env: dict[str, str]) -> PrivateQueue | None:
-    if settings.sns_topic_arn is None:
-        return None
-    aws = cycler.aws
-    return PrivateQueue(
-        sqs=aws.sqs, sns=aws.sns, call=aws.call, tier=settings.tier,
-        owner=fanout.identity(env), topic_arn=settings.sns_topic_arn,
-        region=settings.aws_region or "", orphan_age=settings.orphan_queue_age)
-
-
 def health_command(env: dict[str, str]) -> int:
     """For the container HEALTHCHECK: needs only the root, status file and interval."""
     settings = from_env({"TIER": "imap", "CERT_DOMAIN": "health.invalid", **env},
@@ -181,11 +121,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "render":
             return render_command(args, env)
-        if args.command == "once":
-            return once_command(args, env)
-        if args.command == "health":
-            return health_command(env)
-        return run_command(env)
+        if args.command in ("once", "run"):
+            # boto3 and requests are imported only by the commands that talk to AWS.
+            from reconfigure import service  # noqa: PLC0415
+
+            settings = from_env(env)
+            return (service.once(settings, force=args.force) if args.command == "once"
+                    else service.run(settings, env))
+        return health_command(env)
     except (SettingsError, ScanFormatError) as error:
         print(f"reconfigure: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -133,26 +133,24 @@ def _required(value: str | None, name: str) -> str:
     return value
 
 
-def _check(rule: str | None) -> None:
-    if rule is not None:
-        raise _Invalid(rule)
-
-
 def validate(item: Mapping[str, object]) -> Address | Skipped:
-    """One scan item → an Address, or the reason it is skipped."""
+    """One scan item → an Address, or the reason it is skipped (rules checked in order)."""
     try:
         tld = _required(_string(item, "tld"), "tld")
-        _check(_tld_rule(tld))
         subdomain = _string(item, "subdomain") or ""
-        _check(_subdomain_rule(subdomain))
         username = _required(_string(item, "username"), "username")
-        _check(_username_rule(username))
-        accounts = _accounts(_required(_string(item, "user"), "user"), bool(subdomain))
+        user = _required(_string(item, "user"), "user")
+        rule = _tld_rule(tld) or _subdomain_rule(subdomain) or _username_rule(username)
+        if rule is not None:
+            raise _Invalid(rule)
+        accounts = _accounts(user, bool(subdomain))
         if isinstance(accounts, str):
             raise _Invalid(accounts)
-        # The longest line the row produces is its virtusertable line.
-        line = f"{username}@{subdomain}.{tld}\t{'_'.join(accounts)}"
-        if len(line) * 4 > MAX_MAP_LINE_BYTES and len(line.encode()) > MAX_MAP_LINE_BYTES:
+        # The longest line a row makes is its virtusertable line, `user@sub.tld<TAB>a_b`:
+        # as many characters as these plus two, each at most 4 bytes in UTF-8.
+        chars = len(username) + len(subdomain) + len(tld) + len(user) + 2
+        if chars * 4 > MAX_MAP_LINE_BYTES and len(
+                f"{username}@{subdomain}.{tld}\t{user}".encode()) > MAX_MAP_LINE_BYTES:
             raise _Invalid("user: too many accounts (map line over 1023 bytes)")
     except _Invalid as invalid:
         return Skipped(_row_key(item), str(invalid))

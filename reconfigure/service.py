@@ -1,0 +1,67 @@
+"""Wiring the daemon from settings: clients, heartbeat, cycler, loop, metrics."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+
+from reconfigure import fanout, log, metrics
+from reconfigure.aws import Aws
+from reconfigure.cycle import Cycler
+from reconfigure.fanout import PrivateQueue
+from reconfigure.heartbeat import Heartbeat
+from reconfigure.loop import Daemon
+from reconfigure.settings import Settings, SettingsError
+
+
+def _parts(settings: Settings) -> tuple[Cycler, Heartbeat]:
+    stop = threading.Event()
+    heartbeat = Heartbeat(settings.ping_url, settings.tier,
+                          min_interval=settings.heartbeat_min_interval,
+                          send_start=settings.heartbeat_start)
+    cycler = Cycler(settings, Aws.from_settings(settings, stop), heartbeat, stop)
+    return cycler, heartbeat
+
+
+def once(settings: Settings, *, force: bool) -> int:
+    """One cycle; the exit status of `reconfigure once`."""
+    cycler, heartbeat = _parts(settings)
+    try:
+        report = cycler.run("once", force=force)
+    finally:
+        heartbeat.close(timeout=10.0)
+    return 0 if report.ok else 1
+
+
+def run(settings: Settings, env: Mapping[str, str]) -> int:
+    """The daemon, until SIGTERM/SIGINT; the exit status of `reconfigure run`."""
+    cycler, heartbeat = _parts(settings)
+    daemon = Daemon(cycler, settings.sqs_queue_url, settings.interval, settings.ready_file,
+                    private=_private_queue(settings, cycler, env))
+    daemon.install_signal_handlers()
+    if settings.metrics_port is not None:
+        cycler.metrics = metrics.Metrics(settings.tier)
+        try:
+            metrics.serve(cycler.metrics, settings.metrics_address, settings.metrics_port)
+        except OSError as error:
+            raise SettingsError("RECONFIGURE_METRICS_PORT",
+                                f"cannot listen on {settings.metrics_port}: {error.strerror}"
+                                ) from None
+    log.get().info("starting", tier=settings.tier, periodic_s=settings.interval,
+                   queue=bool(settings.sqs_queue_url), users=bool(settings.cognito_pool_id))
+    try:
+        daemon.run()
+    finally:
+        heartbeat.close(timeout=0.5)  # with the queue teardown, inside the 2 s to stop
+    return 0
+
+
+def _private_queue(settings: Settings, cycler: Cycler,
+                   env: Mapping[str, str]) -> PrivateQueue | None:
+    if settings.sns_topic_arn is None:
+        return None
+    aws = cycler.aws
+    return PrivateQueue(
+        sqs=aws.sqs, sns=aws.sns, call=aws.call, tier=settings.tier,
+        owner=fanout.identity(env), topic_arn=settings.sns_topic_arn,
+        region=settings.aws_region or "", orphan_age=settings.orphan_queue_age)
