@@ -170,6 +170,7 @@ def fanout(rows: int, trials: int, window: float = 5.0) -> None:
         sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=shared_arn)
         processes: list[subprocess.Popen[bytes]] = []
         roots: dict[str, list[Path]] = {"private": [], "shared": []}
+        logs: list[Path] = []
         for mode in ("private", "shared"):
             for n in range(3):
                 root = make_root(Path(tmp) / f"{mode}{n}")
@@ -179,6 +180,7 @@ def fanout(rows: int, trials: int, window: float = 5.0) -> None:
                     del env["SQS_QUEUE_URL"]
                 log = Path(tmp) / f"{mode}{n}.log"
                 processes.append(start_daemon(env, log))
+                logs.append(log)
                 _first_cycle(log)
                 roots[mode].append(root / "etc/mail/virtusertable")
         try:
@@ -197,6 +199,11 @@ def fanout(rows: int, trials: int, window: float = 5.0) -> None:
                   f"p50={statistics.median(private):.3f} s p95={_percentile(private, 0.95):.3f} s"
                   f"; shared queue, daemons updated within {window:g} s: "
                   f"{shared_counts} (of 3 each trial)")
+            done = [c for log in logs[:3] for c in cycles(log) if c["trigger"] == "message"]
+            print("private daemons' message cycles: median total "
+                  f"{statistics.median(c['duration_ms'] for c in done):.0f} ms, of which AWS "
+                  f"{statistics.median(c['aws_ms'] for c in done):.0f} ms; own "
+                  f"{statistics.median(c['duration_ms'] - c['aws_ms'] for c in done):.0f} ms")
         finally:
             for process in processes:
                 stop_daemon(process)
