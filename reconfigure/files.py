@@ -25,14 +25,14 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def stage(path: Path, data: bytes, *, suffix: str = ".tmp") -> Path:
+def stage(path: Path, data: bytes) -> Path:
     """Write `data` to a fresh temp file beside `path` (fsynced), with `path`'s mode."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         mode = path.stat().st_mode & 0o7777
     except FileNotFoundError:
         mode = DEFAULT_MODE
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     temp = Path(name)
     try:
         with os.fdopen(fd, "wb") as handle:

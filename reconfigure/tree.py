@@ -19,15 +19,8 @@ class TldNode:
 Tree = dict[str, TldNode]
 
 
-def build_tree(addresses: Iterable[Address]) -> Tree:
-    """Later rows overwrite earlier ones on the same (tld, subdomain, username)."""
-    tree: Tree = {}
-    for address in addresses:
-        _insert(tree, address)
-    return tree
-
-
 def _insert(tree: Tree, address: Address) -> None:
+    """Later rows overwrite earlier ones on the same (tld, subdomain, username)."""
     node = tree.get(address.tld)
     if node is None:
         node = tree[address.tld] = TldNode()
