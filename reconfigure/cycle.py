@@ -5,11 +5,13 @@ from __future__ import annotations
 import resource
 import signal
 import socket
+import subprocess
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from reconfigure import apply, commands, log, status
 from reconfigure.aws import Aws, Cancelled, describe
@@ -102,9 +104,19 @@ class Cycler:
         users = list_confirmed_users(self.aws.cognito, pool_id, self.aws.call)
         result = sync_users(
             users, root=settings.root, useradd=settings.useradd, groupadd=settings.groupadd,
-            timeout=settings.command_timeout, procmailrc=settings.path("/etc/procmailrc"))
+            timeout=settings.command_timeout, procmailrc=settings.path("/etc/procmailrc"),
+            run=self._run_unless_stopping)
         report.users_created = list(result.created)
         report.users_refused = [*result.refused, *result.errors]
+
+    def _run_unless_stopping(self, argv: list[str],
+                             **options: Any) -> subprocess.CompletedProcess[str]:
+        """Creating many users takes a while: on shutdown, stop between two commands
+        (each leaves the account files whole; the next cycle adds what is missing)."""
+        if self.stop.is_set():
+            raise commands.Stopped(argv[0])
+        done: subprocess.CompletedProcess[str] = subprocess.run(argv, **options)  # noqa: PLW1510
+        return done
 
     def _guard(self, tree: Tree, *, force: bool) -> int:
         addresses = count_addresses(tree)

@@ -238,3 +238,23 @@ def test_metrics_endpoint(world: AwsWorld, root: Path, tmp_path: Path,
             in body.splitlines())
     assert requests.get(f"http://127.0.0.1:{port}/other", timeout=5).status_code == 404
     stop_daemon(daemons[0])
+
+
+@pytest.mark.skipif(not real_tools_available(), reason="needs root, useradd and groupadd")
+def test_sigterm_while_creating_many_users_stops_between_two_accounts(
+        world: AwsWorld, tmp_path: Path, daemons: list[subprocess.Popen[bytes]]) -> None:
+    root = make_root(make_account_root(tmp_path / "root"))
+    pool = Pool(world.client("cognito-idp"))
+    for n in range(150):
+        pool.admin_created(f"user{n:03d}", str(70000 + n), confirm=True)
+    log = tmp_path / "daemon.log"
+    daemons.append(start_daemon(daemon_env(world, root, COGNITO_POOL_ID=pool.id), log))
+    wait_for(lambda: "user000:" in (root / "etc/passwd").read_text(), timeout=30,
+             what="the first account")
+    code, took = stop_daemon(daemons[0])
+    assert code == 0 and took < 2.0
+    made = (root / "etc/passwd").read_text().count(":/home/user")
+    assert 0 < made < 150
+    assert any(e.get("event") == "cycle abandoned" for e in log_events(log))
+    # every account line is whole: the next cycle can add the rest
+    assert all(len(line.split(":")) == 7 for line in (root / "etc/passwd").read_text().splitlines())
