@@ -258,3 +258,17 @@ def test_sigterm_while_creating_many_users_stops_between_two_accounts(
     assert any(e.get("event") == "cycle abandoned" for e in log_events(log))
     # every account line is whole: the next cycle can add the rest
     assert all(len(line.split(":")) == 7 for line in (root / "etc/passwd").read_text().splitlines())
+
+
+def test_once_refuses_a_mass_deletion_until_forced(world: AwsWorld, root: Path) -> None:
+    world.put(*[item(f"u{n}", "example.com", "alice", "acme") for n in range(30)])
+    env = daemon_env(world, root)
+    assert run_cli("once", env=env).returncode == 0
+    for n in range(20):
+        world.delete_row(f"u{n}@acme.example.com")
+    refused = run_cli("once", env=env)
+    assert refused.returncode == 1
+    assert b"reconfigure once --force" in refused.stdout
+    assert (root / "etc/mail/virtusertable").read_text().count("\n") == 30
+    assert run_cli("once", "--force", env=env).returncode == 0
+    assert (root / "etc/mail/virtusertable").read_text().count("\n") == 10
