@@ -21,7 +21,6 @@ from reconfigure.tiers import Artifact, Reload, Tier
 
 ALIASES = "/etc/aliases"
 ALIASES_STATIC = "/etc/aliases.static"
-ALIASES_DYNAMIC = "/etc/aliases.dynamic"  # its change shows up as a change of /etc/aliases
 ALIASES_HEADER = b"\n# Dynamic aliases (generated from DynamoDB)\n"
 
 
@@ -57,7 +56,7 @@ def plan(tier: Tier, rendered: Rendered, root: Path) -> list[Change]:
     """The files that need replacing: drift on disk heals, and an unchanged file is left alone."""
     changes = []
     for artifact in tier.artifacts:
-        target = root / artifact.path.lstrip("/")
+        target = files.under(root, artifact.path)
         data = rendered.files[artifact.path]
         stale = files.read_or_none(target) != data
         if stale or (artifact.hash_map and not db_path(target).exists()):
@@ -71,9 +70,9 @@ def aliases_change(tier: Tier, rendered: Rendered, root: Path) -> Change | None:
     dynamic = _aliases_artifact(tier)
     if dynamic is None:
         return None
-    static = files.read_or_none(root / ALIASES_STATIC.lstrip("/")) or b""
+    static = files.read_or_none(files.under(root, ALIASES_STATIC)) or b""
     data = static + ALIASES_HEADER + rendered.files[dynamic.path]
-    target = root / ALIASES.lstrip("/")
+    target = files.under(root, ALIASES)
     if files.read_or_none(target) == data:
         return None
     return Change(ALIASES, target, data, hash_map=False, reload=Reload.NEWALIASES)
@@ -132,7 +131,7 @@ def swap(staged: Sequence[Staged]) -> Applied:
             files.swap_in(item.db, db_path(item.change.target))
         files.swap_in(item.text, item.change.target)
         applied.changed.append(item.change.container_path)
-        if item.change.reload is not None and item.change.container_path != ALIASES_DYNAMIC:
+        if item.change.reload is not None:
             applied.reloads.add(item.change.reload)
     return applied
 
@@ -141,4 +140,4 @@ def newaliases_argv(base: Sequence[str], root: Path) -> list[str]:
     """Under a test or demo root, point sendmail at that root's alias file."""
     if root == Path("/"):
         return list(base)
-    return [*base, f"-oA{root / ALIASES.lstrip('/')}"]
+    return [*base, f"-oA{files.under(root, ALIASES)}"]

@@ -41,12 +41,18 @@ class Cancelled(Exception):
     """The daemon is stopping: abandon the AWS call in progress."""
 
 
+def error_code(error: BaseException) -> str:
+    """The AWS error code of a ClientError ("" for anything else)."""
+    if isinstance(error, botocore.exceptions.ClientError):
+        return str(error.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
 def is_transient(error: BaseException) -> bool:
     if isinstance(error, botocore.exceptions.ClientError):
         response: Mapping[str, Any] = error.response
-        code = str(response.get("Error", {}).get("Code", ""))
         status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        return code in _THROTTLING or status >= 500
+        return error_code(error) in _THROTTLING or status >= 500
     return isinstance(error, _NETWORK_ERRORS)
 
 

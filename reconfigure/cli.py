@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from reconfigure import log, status
-from reconfigure.files import atomic_write, read_or_none
-from reconfigure.render import Rendered, RenderOptions, render_tier
+from reconfigure.files import atomic_write, read_or_none, under
+from reconfigure.render import Rendered, render_tier
 from reconfigure.rows import ScanFormatError, Skipped
 from reconfigure.scanfile import load_items
-from reconfigure.settings import Settings, SettingsError, from_env
+from reconfigure.settings import SettingsError, from_env
 from reconfigure.tiers import TIERS
 from reconfigure.tree import TreeBuilder
 
@@ -63,7 +63,7 @@ def _diff(path: str, old: bytes | None, new: bytes) -> str:
 def _write_or_diff(rendered: Rendered, root: Path, *, diff: bool) -> list[str]:
     report = []
     for path, data in rendered.files.items():
-        target = root / path.lstrip("/")
+        target = under(root, path)
         old = read_or_none(target)
         if diff:
             text = _diff(path, old, data)
@@ -89,7 +89,7 @@ def render_command(args: argparse.Namespace, env: dict[str, str]) -> int:
     logger = log.get()
     for row in skipped:
         logger.warning("row skipped", address=row.address, rule=row.rule)
-    rendered = render_tier(TIERS[settings.tier], builder.tree, _options(settings))
+    rendered = render_tier(TIERS[settings.tier], builder.tree, settings.render_options())
     for line in rendered.dropped:
         logger.warning("duplicate map key dropped", path=line.path, line=line.line)
     report = _write_or_diff(rendered, args.root, diff=args.diff)
@@ -97,11 +97,6 @@ def render_command(args: argparse.Namespace, env: dict[str, str]) -> int:
         print(f"rows read: {builder.rows}, skipped: {len(builder.skipped)}")
         print("\n".join(_summarise_skipped(builder.skipped) + report))
     return 0
-
-
-def _options(settings: Settings) -> RenderOptions:
-    return RenderOptions(relay_host=settings.relay_host,
-                         sinkhole_enabled=settings.sinkhole_enabled)
 
 
 def health_command(env: dict[str, str]) -> int:

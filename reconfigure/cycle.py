@@ -19,7 +19,7 @@ from reconfigure.heartbeat import Cycle as HeartbeatCycle
 from reconfigure.heartbeat import Heartbeat
 from reconfigure.metrics import Metrics
 from reconfigure.reload import signal_daemon
-from reconfigure.render import RenderOptions, render_tier
+from reconfigure.render import render_tier
 from reconfigure.report import CycleReport
 from reconfigure.settings import Settings
 from reconfigure.tiers import TIERS, Reload
@@ -49,6 +49,7 @@ class Cycler:
     # the files now match the render, so no later plan would ask for them again.
     pending: set[Reload] = field(default_factory=set)
     metrics: Metrics | None = None
+    _status: dict[str, Any] | None = None  # the status file, read once, then kept here
 
     def run(self, trigger: str, *, force: bool = False, messages: int = 0) -> CycleReport:
         """Never raises for AWS, file or command trouble: the report carries the error."""
@@ -82,8 +83,7 @@ class Cycler:
             logger.warning("row skipped", address=row.address, rule=row.rule)
         if tier.sync_users and settings.cognito_pool_id:
             self._sync_users(report, settings.cognito_pool_id)
-        rendered = render_tier(tier, builder.tree, RenderOptions(
-            settings.relay_host, settings.sinkhole_enabled))
+        rendered = render_tier(tier, builder.tree, settings.render_options())
         report.dropped_lines = len(rendered.dropped)
         for line in rendered.dropped:
             logger.warning("duplicate map key dropped", path=line.path, line=line.line)
@@ -120,7 +120,7 @@ class Cycler:
 
     def _guard(self, tree: Tree, *, force: bool) -> int:
         addresses = count_addresses(tree)
-        previous = status.load(self.status_path).get("addresses")
+        previous = self.status.get("addresses")
         limit = self.settings.max_shrink_percent
         if (not force and isinstance(previous, int) and previous >= GUARD_MINIMUM
                 and addresses < previous * (1 - limit / 100)):
@@ -167,6 +167,12 @@ class Cycler:
     def status_path(self) -> Path:
         return self.settings.path(self.settings.status_file)
 
+    @property
+    def status(self) -> dict[str, Any]:
+        if self._status is None:
+            self._status = status.load(self.status_path)
+        return self._status
+
     def _report(self, report: CycleReport, handle: HeartbeatCycle | None,
                 addresses: int | None) -> None:
         logger = log.get()
@@ -184,7 +190,8 @@ class Cycler:
             logger.info("cycle abandoned", **fields)
             return
         try:
-            status.record(self.status_path, report, addresses=addresses)
+            self._status = status.record(self.status_path, report, addresses=addresses,
+                                         current=self.status)
         except OSError as error:
             logger.error("status file not written", error=f"{type(error).__name__}: {error}")
         if report.ok:

@@ -10,6 +10,11 @@ from pathlib import Path
 DEFAULT_MODE = 0o644  # opendkim runs as its own user and must read the tables
 
 
+def under(root: Path, container_path: str) -> Path:
+    """Where an absolute container path lives below a root (RECONFIGURE_ROOT, --root)."""
+    return root / container_path.lstrip("/")
+
+
 def read_or_none(path: Path) -> bytes | None:
     try:
         return path.read_bytes()

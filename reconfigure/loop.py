@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from reconfigure import log
-from reconfigure.aws import Cancelled, Message, describe
+from reconfigure.aws import Cancelled, Message, describe, error_code
 from reconfigure.cycle import Cycler
 from reconfigure.fanout import PrivateQueue
 from reconfigure.report import CycleReport
@@ -29,9 +29,7 @@ REAP_EVERY = 3600.0
 TEARDOWN_SECONDS = 1.0  # inside the 2 s the daemon has to stop
 
 
-def _queue_gone(error: BaseException) -> bool:
-    text = describe(error)
-    return "NonExistentQueue" in text or "QueueDoesNotExist" in text
+_QUEUE_GONE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 
 
 @dataclass
@@ -186,7 +184,7 @@ class Daemon:
         except Exception as error:
             log.get().error("queue receive failed", error=describe(error),
                             retry_in_s=self._backoff)
-            if self.private is not None and _queue_gone(error):
+            if self.private is not None and error_code(error) in _QUEUE_GONE:
                 self.queue_url = None  # reaped or deleted under us: set it up again
                 self._next_setup = self.clock()
             self.stop.wait(min(self._backoff, remaining))

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconfigure.files import under
+from reconfigure.render import RenderOptions
 from reconfigure.tiers import TIERS
 
 _HOST_RE = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
@@ -55,9 +57,12 @@ class Settings:
     metrics_address: str
     orphan_queue_age: float
 
+    def render_options(self) -> RenderOptions:
+        return RenderOptions(self.relay_host, self.sinkhole_enabled)
+
     def path(self, absolute: str) -> Path:
         """Where a container path lives under RECONFIGURE_ROOT."""
-        return self.root / absolute.lstrip("/")
+        return under(self.root, absolute)
 
 
 def _number(env: Mapping[str, str], name: str, default: float, low: float,

@@ -23,9 +23,10 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def record(path: Path, report: CycleReport, *, addresses: int | None,
-           now: float | None = None) -> dict[str, Any]:
-    """Merge one cycle into the status file; `addresses` is set after a successful apply."""
-    status = load(path)
+           now: float | None = None, current: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Merge one cycle into the status (`current`, else the file's) and write it back;
+    `addresses` is set after a successful apply. Returns the new status."""
+    status = dict(load(path) if current is None else current)
     stamp = time.time() if now is None else now
     status["tier"] = report.tier
     status["last_cycle"] = {**asdict(report), "at": stamp, "ok": report.ok}
