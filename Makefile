@@ -4,8 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TIER   ?= imap
-# Debian packages the tests drive for real: makemap/newaliases, and the m4 configs.
-DEBS   := sendmail-bin sendmail-cf m4 passwd util-linux
+# Debian packages the tests drive for real: makemap/newaliases, the m4 configs, useradd,
+# unshare, opendkim with miltertest (the tier in a box) and promtool (the alerting rules).
+DEBS   := sendmail-bin sendmail-cf m4 passwd util-linux opendkim opendkim-tools miltertest \
+          prometheus
 
 export CERT_DOMAIN ?= cabal.example
 export IMAP_INTERNAL_HOST ?= imap.cabal.internal
@@ -29,7 +31,8 @@ render: $(STAMP)
 # Installs the Debian packages only when missing; a policy-rc.d keeps apt from
 # starting a sendmail daemon that no test asked for.
 deps:
-	@if [ ! -x /usr/sbin/makemap ] || [ ! -x /usr/sbin/useradd ] || ! command -v unshare >/dev/null; then \
+	@if [ ! -x /usr/sbin/makemap ] || [ ! -x /usr/sbin/useradd ] || ! command -v unshare >/dev/null \
+	   || [ ! -x /usr/sbin/opendkim ] || [ ! -x /usr/bin/miltertest ] || [ ! -x /usr/bin/promtool ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  POLICY=/usr/sbin/policy-rc.d; ADDED=; \
 	  if [ ! -e $$POLICY ]; then printf '#!/bin/sh\nexit 101\n' | $$SUDO tee $$POLICY >/dev/null; \
