@@ -22,11 +22,11 @@ $(STAMP): pyproject.toml
 
 # The daemon against an embedded AWS stand-in, with its files under ./demo-root.
 run: $(STAMP)
-	TIER=$(TIER) $(BIN)/python examples/demo.py --root demo-root
+	TIER=$(TIER) $(BIN)/python -m tests.support.demo --root demo-root
 
 # The dry run: render the bundled scan file into ./out.
 render: $(STAMP)
-	$(BIN)/reconfigure render --tier $(TIER) --scan-file examples/addresses.json --root out
+	$(BIN)/reconfigure render --tier $(TIER) --scan-file tests/support/addresses.json --root out
 
 # Installs the Debian packages only when missing; a policy-rc.d keeps apt from
 # starting a sendmail daemon that no test asked for.

@@ -26,8 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.render import synthetic_items
-from tests.helpers import item
-from tests.integration.support import (
+from tests.support.items import item
+from tests.support.world import (
     AwsWorld,
     cycles,
     daemon_env,

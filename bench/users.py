@@ -12,32 +12,34 @@ from __future__ import annotations
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from reconfigure import log
-from reconfigure.users import CognitoUser, plan_users, read_account_db, sync_users
-from tests.test_users import GROUPADD, USERADD, make_account_root
+from reconfigure import commands, log
+from reconfigure.users.accounts import read_account_db
+from reconfigure.users.plan import CognitoUser, plan_users
+from reconfigure.users.sync import sync_users
+from tests.support.accounts import GROUPADD, USERADD, make_account_root
 
 TARGET_MS = 100.0
 ROUNDS = 7
 
 
 class Counter:
-    """subprocess.run that counts spawns (a reconcile must make none)."""
+    """commands.run that counts spawns (a reconcile must make none)."""
 
     def __init__(self) -> None:
         self.spawns = 0
 
-    def __call__(self, argv: list[str], **options: Any) -> subprocess.CompletedProcess[str]:
+    def __call__(self, argv: Sequence[str], *, timeout: float, stdin: Path | None = None,
+                 stop: threading.Event | None = None) -> str:
         self.spawns += 1
-        check = bool(options.pop("check", False))
-        done: subprocess.CompletedProcess[str] = subprocess.run(argv, check=check, **options)
-        return done
+        return commands.run(argv, timeout=timeout, stdin=stdin, stop=stop)
 
 
 def children_cpu() -> float:

@@ -17,10 +17,8 @@ from pathlib import Path
 
 from reconfigure import commands, files
 from reconfigure.render import Rendered
-from reconfigure.tiers import Artifact, Reload, Tier
+from reconfigure.tiers import ALIASES, ALIASES_STATIC, Artifact, Reload, Tier
 
-ALIASES = "/etc/aliases"
-ALIASES_STATIC = "/etc/aliases.static"
 ALIASES_HEADER = b"\n# Dynamic aliases (generated from DynamoDB)\n"
 
 
@@ -134,10 +132,3 @@ def swap(staged: Sequence[Staged]) -> Applied:
         if item.change.reload is not None:
             applied.reloads.add(item.change.reload)
     return applied
-
-
-def newaliases_argv(base: Sequence[str], root: Path) -> list[str]:
-    """Under a test or demo root, point sendmail at that root's alias file."""
-    if root == Path("/"):
-        return list(base)
-    return [*base, f"-oA{files.under(root, ALIASES)}"]

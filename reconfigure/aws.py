@@ -1,19 +1,17 @@
-"""The AWS edge: DynamoDB scan, SQS receive/delete, Cognito users — with retries.
+"""The AWS edge: boto3 clients and the retry policy every call goes through.
 
 Transient failures (throttling, 5xx, connection trouble) are retried with capped,
 jittered exponential backoff for as long as it takes; the waits end at once when the
 daemon is asked to stop. Permanent failures (access denied, no such table) raise.
+What is called (scans, queues, Cognito) lives in `table` and `queues`.
 """
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
 import boto3
 import botocore.config
@@ -21,9 +19,7 @@ import botocore.exceptions
 import tenacity
 
 from reconfigure import log
-from reconfigure.rows import Address, Skipped, validate
 from reconfigure.settings import Settings
-from reconfigure.tree import TreeBuilder
 
 T = TypeVar("T")
 _THROTTLING = frozenset({
@@ -34,7 +30,12 @@ _THROTTLING = frozenset({
     "LimitExceededException",
 })
 _NETWORK_ERRORS = (botocore.exceptions.HTTPClientError, botocore.exceptions.ConnectionError)
-_USED_ATTRIBUTES = ("address", "tld", "subdomain", "username", "user")
+
+
+class Call(Protocol):
+    """The retry wrapper AWS calls go through (`Aws.call`, or a test's recorder)."""
+
+    def __call__(self, what: str, function: Callable[[], T], /) -> T: ...
 
 
 class Cancelled(Exception):
@@ -62,12 +63,6 @@ def describe(error: BaseException) -> str:
         details = error.response.get("Error", {})
         return f"{details.get('Code', 'Error')}: {details.get('Message', '')}".strip()
     return f"{type(error).__name__}: {error}"
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    message_id: str
-    receipt_handle: str
 
 
 class Aws:
@@ -129,62 +124,3 @@ class Aws:
             return retrying(function)
         finally:
             self.waited += time.monotonic() - started
-
-    # ----- DynamoDB
-
-    def _scan_pages(self, segment: int, total: int) -> Iterator[list[Mapping[str, object]]]:
-        request: dict[str, Any] = {
-            "TableName": self.table,
-            "ConsistentRead": True,
-            "ProjectionExpression": ", ".join(f"#a{i}" for i in range(len(_USED_ATTRIBUTES))),
-            "ExpressionAttributeNames": {f"#a{i}": n for i, n in enumerate(_USED_ATTRIBUTES)},
-        }
-        if total > 1:
-            request.update(Segment=segment, TotalSegments=total)
-        while True:
-            page = self.call("dynamodb.scan", lambda: self.dynamodb.scan(**request))
-            yield page.get("Items", [])
-            start = page.get("LastEvaluatedKey")
-            if not start:
-                return
-            request["ExclusiveStartKey"] = start
-
-    def scan_addresses(self, builder: TreeBuilder, segments: int = 1) -> list[Skipped]:
-        """Every row of the table into `builder`; raises unless the scan is complete."""
-        if segments <= 1:
-            skipped: list[Skipped] = []
-            for page in self._scan_pages(0, 1):
-                skipped.extend(builder.add(page))
-            return skipped
-
-        def one_segment(segment: int) -> list[Address | Skipped]:
-            return [validate(item) for page in self._scan_pages(segment, segments)
-                    for item in page]
-
-        with ThreadPoolExecutor(max_workers=segments, thread_name_prefix="scan") as pool:
-            results = list(pool.map(one_segment, range(segments)))
-        return builder.add_validated(result for segment in results for result in segment)
-
-    # ----- SQS
-
-    def receive(self, queue_url: str, wait_seconds: int = 20) -> list[Message]:
-        response = self.call("sqs.receive_message", lambda: self.sqs.receive_message(
-            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_seconds))
-        messages = []
-        for raw in response.get("Messages", []):
-            message_id, handle = raw.get("MessageId"), raw.get("ReceiptHandle")
-            if isinstance(message_id, str) and isinstance(handle, str) and handle:
-                messages.append(Message(message_id, handle))
-        return messages
-
-    def delete(self, queue_url: str, messages: list[Message]) -> int:
-        """Batch-delete; returns how many SQS refused (they come back, harmlessly)."""
-        failed = 0
-        for start in range(0, len(messages), 10):
-            batch = messages[start:start + 10]
-            entries = [{"Id": str(i), "ReceiptHandle": m.receipt_handle}
-                       for i, m in enumerate(batch)]
-            response = self.call("sqs.delete_message_batch", functools.partial(
-                self.sqs.delete_message_batch, QueueUrl=queue_url, Entries=entries))
-            failed += len(response.get("Failed", []))
-        return failed

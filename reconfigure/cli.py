@@ -1,24 +1,24 @@
-"""Command line: parses arguments and calls the functions that do the work."""
+"""Command line: parses arguments and calls the functions that do the work.
+
+Each command imports only what it uses: `health` runs every minute in the container and
+stays on the standard library; `render` never loads boto3 unless it reads the live table.
+"""
 
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import sys
-import time
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from reconfigure import log, status
-from reconfigure.files import atomic_write, read_or_none, under
-from reconfigure.render import Rendered, render_tier
-from reconfigure.rows import ScanFormatError, Skipped
-from reconfigure.scanfile import load_items
 from reconfigure.settings import SettingsError, from_env
 from reconfigure.tiers import TIERS
-from reconfigure.tree import TreeBuilder
+
+if TYPE_CHECKING:
+    from reconfigure.render import Rendered
+    from reconfigure.rows import Skipped
 
 EXIT_USAGE = 2
 
@@ -48,11 +48,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _summarise_skipped(skipped: Sequence[Skipped]) -> list[str]:
+    from collections import Counter  # noqa: PLC0415
+
     reasons = Counter(s.rule for s in skipped)
     return [f"  {count:>7}  {rule}" for rule, count in sorted(reasons.items())]
 
 
 def _diff(path: str, old: bytes | None, new: bytes) -> str:
+    import difflib  # noqa: PLC0415
+
     before = (old or b"").decode(errors="replace").splitlines(keepends=True)
     after = new.decode().splitlines(keepends=True)
     return "".join(difflib.unified_diff(
@@ -61,6 +65,8 @@ def _diff(path: str, old: bytes | None, new: bytes) -> str:
 
 
 def _write_or_diff(rendered: Rendered, root: Path, *, diff: bool) -> list[str]:
+    from reconfigure.files import atomic_write, read_or_none, under  # noqa: PLC0415
+
     report = []
     for path, data in rendered.files.items():
         target = under(root, path)
@@ -78,18 +84,30 @@ def _write_or_diff(rendered: Rendered, root: Path, *, diff: bool) -> list[str]:
 
 
 def render_command(args: argparse.Namespace, env: dict[str, str]) -> int:
+    from reconfigure import log  # noqa: PLC0415
+    from reconfigure.render import RenderOptions, render_tier  # noqa: PLC0415
+    from reconfigure.tree import TreeBuilder  # noqa: PLC0415
+
     settings = from_env({**env, "TIER": args.tier}, need_aws=args.scan_file is None)
     builder = TreeBuilder()
     if args.scan_file is not None:
+        from reconfigure.scanfile import load_items  # noqa: PLC0415
+
         skipped = builder.add(load_items(args.scan_file))
     else:
-        from reconfigure.aws import Aws  # noqa: PLC0415 - boto3 only when the table is read
+        from reconfigure import table  # noqa: PLC0415 - boto3 only when the table is read
+        from reconfigure.aws import Aws  # noqa: PLC0415
+        from reconfigure.rows import ATTRIBUTES  # noqa: PLC0415
 
-        skipped = Aws.from_settings(settings).scan_addresses(builder, settings.scan_segments)
+        skipped = []
+        aws = Aws.from_settings(settings)
+        for page in table.scan_pages(aws, ATTRIBUTES, settings.scan_segments):
+            skipped.extend(builder.add(page))
     logger = log.get()
     for row in skipped:
         logger.warning("row skipped", address=row.address, rule=row.rule)
-    rendered = render_tier(TIERS[settings.tier], builder.tree, settings.render_options())
+    rendered = render_tier(TIERS[settings.tier], builder.tree,
+                           RenderOptions(settings.relay_host, settings.sinkhole_enabled))
     for line in rendered.dropped:
         logger.warning("duplicate map key dropped", path=line.path, line=line.line)
     report = _write_or_diff(rendered, args.root, diff=args.diff)
@@ -101,6 +119,10 @@ def render_command(args: argparse.Namespace, env: dict[str, str]) -> int:
 
 def health_command(env: dict[str, str]) -> int:
     """For the container HEALTHCHECK: needs only the root, status file and interval."""
+    import time  # noqa: PLC0415
+
+    from reconfigure import status  # noqa: PLC0415
+
     settings = from_env({"TIER": "imap", "CERT_DOMAIN": "health.invalid", **env},
                         need_aws=False)
     current = status.load(settings.path(settings.status_file))
@@ -112,18 +134,25 @@ def health_command(env: dict[str, str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     env = dict(os.environ)
+    if args.command == "health":
+        try:
+            return health_command(env)
+        except SettingsError as error:
+            print(f"reconfigure: {error}", file=sys.stderr)
+            return 1
+    from reconfigure import log  # noqa: PLC0415
+    from reconfigure.rows import ScanFormatError  # noqa: PLC0415
+
     log.configure(sys.stderr if args.command == "render" else sys.stdout)
     try:
         if args.command == "render":
             return render_command(args, env)
-        if args.command in ("once", "run"):
-            # boto3 and requests are imported only by the commands that talk to AWS.
-            from reconfigure import service  # noqa: PLC0415
+        # boto3 and requests are imported only by the commands that talk to AWS.
+        from reconfigure import app  # noqa: PLC0415
 
-            settings = from_env(env)
-            return (service.once(settings, force=args.force) if args.command == "once"
-                    else service.run(settings, env))
-        return health_command(env)
+        settings = from_env(env)
+        return (app.once(settings, force=args.force) if args.command == "once"
+                else app.run(settings, env))
     except (SettingsError, ScanFormatError) as error:
         print(f"reconfigure: {error}", file=sys.stderr)
         return EXIT_USAGE

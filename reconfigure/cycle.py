@@ -1,11 +1,10 @@
-"""One cycle: read → (users) → render → guard → apply → reload → report (SPEC §6)."""
+"""One cycle, the data path of docs/design.md: read → (users) → render → guard → apply →
+reload → report. Each step is a call into the module that owns it; nothing else here."""
 
 from __future__ import annotations
 
 import resource
-import signal
 import socket
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -13,29 +12,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reconfigure import apply, commands, log, status
+from reconfigure import apply, commands, guard, log, status, table
 from reconfigure.aws import Aws, Cancelled, describe
 from reconfigure.heartbeat import Cycle as HeartbeatCycle
 from reconfigure.heartbeat import Heartbeat
 from reconfigure.metrics import Metrics
-from reconfigure.reload import signal_daemon
-from reconfigure.render import render_tier
-from reconfigure.report import CycleReport
+from reconfigure.reload import Reloader, ReloadFailed
+from reconfigure.render import RenderOptions, render_tier
+from reconfigure.report import CycleReport, log_fields
+from reconfigure.rows import ATTRIBUTES
 from reconfigure.settings import Settings
-from reconfigure.tiers import TIERS, Reload
-from reconfigure.tree import Tree, TreeBuilder, count_addresses
-from reconfigure.users import list_confirmed_users, sync_users
-
-GUARD_MINIMUM = 20  # below this many rendered addresses the guard stays out of the way
+from reconfigure.tiers import TIERS
+from reconfigure.tree import TreeBuilder, count_addresses
+from reconfigure.users.sync import list_confirmed_users, sync_users
 
 
 def _cpu_seconds() -> float:
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return time.process_time() + children.ru_utime + children.ru_stime
-
-
-class GuardTripped(RuntimeError):
-    """The table read would drop too many addresses: probably a mis-pointed table or IAM."""
 
 
 @dataclass
@@ -45,11 +39,13 @@ class Cycler:
     heartbeat: Heartbeat | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     host: str = field(default_factory=socket.gethostname)
-    # Reloads owed from an earlier cycle whose signal failed after its files were swapped in:
-    # the files now match the render, so no later plan would ask for them again.
-    pending: set[Reload] = field(default_factory=set)
+    reloader: Reloader | None = None
     metrics: Metrics | None = None
     _status: dict[str, Any] | None = None  # the status file, read once, then kept here
+
+    def __post_init__(self) -> None:
+        if self.reloader is None:
+            self.reloader = Reloader(self.settings)
 
     def run(self, trigger: str, *, force: bool = False, messages: int = 0) -> CycleReport:
         """Never raises for AWS, file or command trouble: the report carries the error."""
@@ -72,22 +68,24 @@ class Cycler:
         return report
 
     def _cycle(self, report: CycleReport, *, force: bool) -> int:
-        settings, tier = self.settings, TIERS[self.settings.tier]
-        logger = log.get()
+        settings, tier, logger = self.settings, TIERS[self.settings.tier], log.get()
         builder = TreeBuilder()
-        self.aws.scan_addresses(builder, settings.scan_segments)
-        report.rows = builder.rows
-        report.skipped = len(builder.skipped)
+        for page in table.scan_pages(self.aws, ATTRIBUTES, settings.scan_segments):
+            builder.add(page)
+        report.rows, report.skipped = builder.rows, len(builder.skipped)
         report.skipped_by_rule = dict(Counter(s.rule for s in builder.skipped))
         for row in builder.skipped:
             logger.warning("row skipped", address=row.address, rule=row.rule)
         if tier.sync_users and settings.cognito_pool_id:
             self._sync_users(report, settings.cognito_pool_id)
-        rendered = render_tier(tier, builder.tree, settings.render_options())
+        rendered = render_tier(tier, builder.tree,
+                               RenderOptions(settings.relay_host, settings.sinkhole_enabled))
         report.dropped_lines = len(rendered.dropped)
         for line in rendered.dropped:
             logger.warning("duplicate map key dropped", path=line.path, line=line.line)
-        addresses = self._guard(builder.tree, force=force)
+        addresses = count_addresses(builder.tree)
+        guard.check(addresses, self.status.get("addresses"), settings.max_shrink_percent,
+                    force=force)
         changes = apply.plan(tier, rendered, settings.root)
         aliases = apply.aliases_change(tier, rendered, settings.root)
         if aliases is not None:
@@ -96,7 +94,12 @@ class Cycler:
                              timeout=settings.command_timeout, stop=self.stop)
         applied = apply.swap(staged)  # from here on the cycle finishes: no half-applied state
         report.changed = applied.changed
-        report.reloads.extend(self._reload(applied.reloads))
+        assert self.reloader is not None
+        try:
+            report.reloads.extend(self.reloader.run(applied.reloads))
+        except ReloadFailed as failed:
+            report.reloads.extend(failed.done)
+            raise
         return addresses
 
     def _sync_users(self, report: CycleReport, pool_id: str) -> None:
@@ -105,63 +108,9 @@ class Cycler:
         result = sync_users(
             users, root=settings.root, useradd=settings.useradd, groupadd=settings.groupadd,
             timeout=settings.command_timeout, procmailrc=settings.path("/etc/procmailrc"),
-            run=self._run_unless_stopping)
+            stop=self.stop)
         report.users_created = list(result.created)
         report.users_refused = [*result.refused, *result.errors]
-
-    def _run_unless_stopping(self, argv: list[str],
-                             **options: Any) -> subprocess.CompletedProcess[str]:
-        """Creating many users takes a while: on shutdown, stop between two commands
-        (each leaves the account files whole; the next cycle adds what is missing)."""
-        if self.stop.is_set():
-            raise commands.Stopped(argv[0])
-        done: subprocess.CompletedProcess[str] = subprocess.run(argv, **options)  # noqa: PLW1510
-        return done
-
-    def _guard(self, tree: Tree, *, force: bool) -> int:
-        addresses = count_addresses(tree)
-        previous = self.status.get("addresses")
-        limit = self.settings.max_shrink_percent
-        if (not force and isinstance(previous, int) and previous >= GUARD_MINIMUM
-                and addresses < previous * (1 - limit / 100)):
-            raise GuardTripped(
-                f"table read has {addresses} addresses, {previous} are rendered: more than "
-                f"{limit:g}% would go, nothing applied. If this is intended, run "
-                f"`reconfigure once --force` or raise RECONFIGURE_MAX_SHRINK_PERCENT")
-        return addresses
-
-    def _reload(self, reloads: set[Reload]) -> list[str]:
-        """newaliases, and one signal per daemon however many of its files changed (never
-        HUP to opendkim, for which HUP means stop). What fails stays owed to the next cycle."""
-        settings = self.settings
-        self.pending |= reloads
-        done, errors = [], []
-        if Reload.NEWALIASES in self.pending:
-            try:
-                commands.run(apply.newaliases_argv(settings.newaliases, settings.root),
-                             timeout=settings.command_timeout)
-                self.pending.discard(Reload.NEWALIASES)
-                done.append("newaliases")
-            except commands.CommandFailed as error:
-                errors.append(str(error))
-        targets = {
-            Reload.SENDMAIL_RESTART: (settings.sendmail_pid_file, "sendmail",
-                                      settings.sendmail_signal),
-            Reload.OPENDKIM_RELOAD: (settings.opendkim_pid_file, "opendkim", "USR1"),
-        }
-        for reload in sorted(self.pending & targets.keys(), key=lambda r: r.value):
-            pid_file, name, signame = targets[reload]
-            try:
-                pid = signal_daemon(settings.path(pid_file), signal.Signals[f"SIG{signame}"],
-                                    name)
-            except (OSError, ValueError) as error:
-                errors.append(f"{name}: {error}")
-                continue
-            self.pending.discard(reload)
-            done.append(f"{name}:{signame}" if pid else f"{name}:not-running")
-        if errors:
-            raise RuntimeError("reload failed: " + "; ".join(errors))
-        return done
 
     @property
     def status_path(self) -> Path:
@@ -175,15 +124,7 @@ class Cycler:
 
     def _report(self, report: CycleReport, handle: HeartbeatCycle | None,
                 addresses: int | None) -> None:
-        logger = log.get()
-        fields = {
-            "trigger": report.trigger, "rows": report.rows, "skipped": report.skipped,
-            "changed": report.changed, "reloads": report.reloads,
-            "duration_ms": report.duration_ms, "aws_ms": report.aws_ms, "cpu_ms": report.cpu_ms,
-        }
-        if report.users_created or report.users_refused:
-            fields.update(users_created=len(report.users_created),
-                          users_refused=len(report.users_refused))
+        logger, fields = log.get(), log_fields(report)
         if self.metrics is not None:
             self.metrics.observe(report)
         if report.abandoned:

@@ -1,18 +1,19 @@
-"""Healthchecks pings (SPEC §7): one per cycle, rate-limited, sent off the cycle's thread.
+"""The Healthchecks pinger: one ping per cycle, rate-limited, sent off the cycle's thread.
 
 The cycle must never wait on, or fail because of, the monitoring service, so pings are
 queued to one background worker (which keeps them in order: /start before its outcome).
+What a ping says is `report.format_body`'s business.
 The ping URL is a secret: it is never logged, and failures are described by exception
 type and HTTP status only, because requests' messages embed the URL.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,94 +21,9 @@ import requests
 import tenacity
 
 from reconfigure import __version__, log
-from reconfigure.report import CycleReport
+from reconfigure.report import CycleReport, format_body
 
-BODY_LIMIT = 8000  # bytes; a self-hosted Healthchecks keeps 10 kB of a ping body
 MAX_PENDING = 64  # pings queued while the server is slow; beyond this, new ones are dropped
-_VALUE_LIMIT = 500  # bytes for one listed value (a path, a refusal)
-_ERROR_LIMIT = 2000  # bytes for the error line
-_MAX_RULES = 20  # per-rule skip lines
-_MORE_RESERVE = 200  # room kept for the "… and N more" lines
-
-
-# ----- the body
-
-
-def _one_line(text: str) -> str:
-    """A value on one line, so the body stays `key: value` per line."""
-    return " ".join(text.split())
-
-
-def _clip(text: str, limit: int) -> str:
-    """At most `limit` UTF-8 bytes, never cutting inside a character."""
-    data = text.encode("utf-8")
-    if len(data) <= limit:
-        return text
-    return data[: max(limit - 3, 0)].decode("utf-8", "ignore") + "…"
-
-
-def _size(lines: Iterable[str]) -> int:
-    return sum(len(line.encode("utf-8")) + 1 for line in lines)
-
-
-def _rule_lines(by_rule: dict[str, int]) -> list[str]:
-    """Per-rule skip counts, most frequent first (rules are a small fixed set)."""
-    ranked = sorted(by_rule.items(), key=lambda pair: (-pair[1], pair[0]))
-    lines = [f"skipped [{_clip(_one_line(rule), 200)}]: {count}"
-             for rule, count in ranked[:_MAX_RULES]]
-    if len(ranked) > _MAX_RULES:
-        lines.append(f"skipped [… and {len(ranked) - _MAX_RULES} more rules]: "
-                     f"{sum(count for _, count in ranked[_MAX_RULES:])}")
-    return lines
-
-
-def format_body(report: CycleReport, *, limit: int = BODY_LIMIT) -> str:
-    """Plain text, one `key: value` a line, at most `limit` bytes of UTF-8.
-
-    The fixed facts (and the error) come first so truncation only ever shortens the
-    lists, each of which then ends with "… and N more".
-    """
-    head = [
-        f"tier: {_one_line(report.tier)}",
-        f"host: {_one_line(report.host)}",
-        f"trigger: {_one_line(report.trigger)}",
-        f"status: {'abandoned' if report.abandoned else 'ok' if report.ok else 'failed'}",
-    ]
-    if report.error is not None:
-        head.append(f"error: {_clip(_one_line(report.error), _ERROR_LIMIT)}")
-    head += [
-        f"duration_ms: {report.duration_ms}",
-        f"aws_ms: {report.aws_ms}",
-        f"rows: {report.rows}",
-        f"skipped: {report.skipped}",
-        *_rule_lines(report.skipped_by_rule),
-        f"dropped duplicate lines: {report.dropped_lines}",
-        f"messages: {report.messages}",
-        f"changed files: {len(report.changed)}",
-        f"reloads: {_clip(_one_line(', '.join(report.reloads)), _VALUE_LIMIT) or 'none'}",
-    ]
-    if report.users_created or report.users_refused:
-        head.append(f"users created: {len(report.users_created)}")
-        head.append(f"users refused: {len(report.users_refused)}")
-
-    lists: list[tuple[str, list[str]]] = [
-        ("refused", list(report.users_refused)),
-        ("created", list(report.users_created)),
-        ("changed", list(report.changed)),
-    ]
-    lines = list(head)
-    budget = limit - _MORE_RESERVE
-    for key, values in lists:
-        for index, value in enumerate(values):
-            line = f"{key}: {_clip(_one_line(value), _VALUE_LIMIT)}"
-            if _size(lines) + _size([line]) > budget:
-                lines.append(f"{key}: … and {len(values) - index} more")
-                break
-            lines.append(line)
-    return _clip("\n".join(lines) + "\n", limit)
-
-
-# ----- the pinger
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +102,7 @@ def join_url(base: str, suffix: str = "", rid: str | None = None) -> str:
 
 
 class Heartbeat:
-    """Pings one tier's Healthchecks check after each cycle, rate-limited as SPEC §7 says.
+    """Pings one tier's Healthchecks check after each cycle, rate-limited (docs/design.md).
 
     Call `begin()` when a cycle starts and `finish(cycle, report)` when it ends; both return
     at once. With `url` None (or not http(s)) every method is a silent no-op.
@@ -210,13 +126,10 @@ class Heartbeat:
         self._last_ok: bool | None = None
         self._last_at = 0.0
         self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._queue: deque[_Ping | None] = deque()
-        self._wakeup = threading.Condition(self._lock)
+        self._queue: queue.Queue[_Ping | None] = queue.Queue()
         self._stop = threading.Event()
         self._closed = False
         self._thread: threading.Thread | None = None
-        self._pending = 0
         self._sent = self._failed = self._suppressed = self._dropped = 0
 
     @property
@@ -227,12 +140,13 @@ class Heartbeat:
         with self._lock:
             return HeartbeatStats(
                 enabled=self.enabled, sent=self._sent, failed=self._failed,
-                suppressed=self._suppressed, dropped=self._dropped, pending=self._pending,
+                suppressed=self._suppressed, dropped=self._dropped,
+                pending=self._queue.unfinished_tasks,
                 last_sent_ok=self._last_ok,
             )
 
     def _would_send(self, ok: bool, now: float) -> bool:
-        """SPEC §7: a success waits out `min_interval` after a sent success; nothing else waits."""
+        """A success waits out `min_interval` after a sent success; nothing else waits."""
         if not ok or self._last_ok is not True:
             return True
         return now - self._last_at >= self.min_interval
@@ -270,8 +184,9 @@ class Heartbeat:
 
     def flush(self, timeout: float) -> bool:
         """Wait until every queued ping is done (sent or given up); False on timeout."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+        done = self._queue.all_tasks_done
+        with done:
+            return done.wait_for(lambda: self._queue.unfinished_tasks == 0, timeout)
 
     def close(self, timeout: float = 1.0) -> bool:
         """Let pending pings go out (retries included) for at most `timeout` seconds, then
@@ -279,10 +194,9 @@ class Heartbeat:
         still in flight is left to the daemon thread. True when the worker has stopped."""
         with self._lock:
             self._closed = True
-            self._queue.append(None)
-            self._wakeup.notify()
             thread = self._thread
         if thread is not None:
+            self._queue.put(None)  # the worker ends when it reaches this
             thread.join(timeout)
         self._stop.set()
         return thread is None or not thread.is_alive()
@@ -291,18 +205,15 @@ class Heartbeat:
 
     def _enqueue(self, ping: _Ping) -> bool:
         with self._lock:
-            if self._pending >= MAX_PENDING:
-                self._dropped += 1
-                dropped = True
-            else:
-                dropped = False
-                self._pending += 1
-                self._queue.append(ping)
-                self._wakeup.notify()
+            dropped = self._queue.unfinished_tasks >= MAX_PENDING
+            if not dropped:
+                self._queue.put(ping)
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._run, name="heartbeat",
                                                     daemon=True)
                     self._thread.start()
+            else:
+                self._dropped += 1
         if dropped:
             log.get().warning("heartbeat ping dropped", tier=self.tier, kind=ping.kind,
                               reason="too many pings waiting")
@@ -312,18 +223,13 @@ class Heartbeat:
         session = self._session or requests.Session()
         try:
             while True:
-                with self._wakeup:
-                    self._wakeup.wait_for(lambda: bool(self._queue))
-                    ping = self._queue.popleft()
-                if ping is None:
-                    return
+                ping = self._queue.get()
                 try:
+                    if ping is None:
+                        return
                     self._deliver(session, ping)
                 finally:
-                    with self._idle:
-                        self._pending -= 1
-                        if self._pending == 0:
-                            self._idle.notify_all()
+                    self._queue.task_done()
         finally:
             if self._owns_session:
                 session.close()

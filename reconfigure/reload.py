@@ -1,5 +1,8 @@
-"""Signals to running daemons, each only when one of its files changed (SPEC §5).
+"""What reloads what, the reloads still owed, and the signals that do them.
 
+One signal per daemon however many of its files changed; never HUP to opendkim, for
+which HUP means stop. A reload that fails after its files went live stays owed: the
+files now match the render, so no later plan would ask for it again.
 A pid is trusted only when its command line names the daemon: a stale pid file must
 never make us signal an unrelated process that reused the pid.
 """
@@ -9,7 +12,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from reconfigure import commands, files
+from reconfigure.settings import Settings
+from reconfigure.tiers import ALIASES, Reload
 
 
 def read_pid(pid_file: Path) -> int | None:
@@ -45,3 +55,69 @@ def signal_daemon(pid_file: Path, signum: signal.Signals, name: str) -> int | No
         os.kill(pid, signum)
         return pid
     return None
+
+
+def newaliases_argv(base: Sequence[str], root: Path) -> list[str]:
+    """Under a test or demo root, point sendmail at that root's alias file."""
+    if root == Path("/"):
+        return list(base)
+    return [*base, f"-oA{files.under(root, ALIASES)}"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Signal:
+    pid_file: str
+    daemon: str
+    signame: str
+
+
+class ReloadFailed(RuntimeError):
+    """Some reloads failed (they stay owed); `done` lists the ones that worked."""
+
+    def __init__(self, errors: list[str], done: list[str]) -> None:
+        super().__init__("reload failed: " + "; ".join(errors))
+        self.done = done
+
+
+@dataclass
+class Reloader:
+    settings: Settings
+    owed: set[Reload] = field(default_factory=set)
+
+    def _signals(self) -> dict[Reload, _Signal]:
+        settings = self.settings
+        return {
+            Reload.SENDMAIL_RESTART: _Signal(settings.sendmail_pid_file, "sendmail",
+                                             settings.sendmail_signal),
+            Reload.OPENDKIM_RELOAD: _Signal(settings.opendkim_pid_file, "opendkim", "USR1"),
+        }
+
+    def run(self, reloads: set[Reload], stop: threading.Event | None = None) -> list[str]:
+        """Do `reloads` and whatever is owed; what was done ("newaliases", "sendmail:HUP",
+        "opendkim:not-running"). Raises ReloadFailed when any failed (those stay owed)."""
+        settings = self.settings
+        self.owed |= reloads
+        done, errors = [], []
+        if Reload.NEWALIASES in self.owed:
+            try:
+                commands.run(newaliases_argv(settings.newaliases, settings.root),
+                             timeout=settings.command_timeout)
+                self.owed.discard(Reload.NEWALIASES)
+                done.append("newaliases")
+            except commands.CommandFailed as error:
+                errors.append(str(error))
+        targets = self._signals()
+        for reload in sorted(self.owed & targets.keys(), key=lambda r: r.value):
+            target = targets[reload]
+            try:
+                pid = signal_daemon(settings.path(target.pid_file),
+                                    signal.Signals[f"SIG{target.signame}"], target.daemon)
+            except (OSError, ValueError) as error:
+                errors.append(f"{target.daemon}: {error}")
+                continue
+            self.owed.discard(reload)
+            done.append(f"{target.daemon}:{target.signame}" if pid
+                        else f"{target.daemon}:not-running")
+        if errors:
+            raise ReloadFailed(errors, done)
+        return done

@@ -25,6 +25,8 @@ MAX_TLD_LENGTH = 253
 MAX_USERNAME_LENGTH = 64
 # makemap cuts longer lines into chunks that it parses as separate (broken) lines.
 MAX_MAP_LINE_BYTES = 1023
+# The attributes `validate` reads: all a table scan needs to fetch.
+ATTRIBUTES = ("address", "tld", "subdomain", "username", "user")
 
 # Every whitespace (str.isspace) and control (category Cc) code point lies below U+3001;
 # one character class is much faster than a per-character Python loop.

@@ -1,4 +1,8 @@
-"""Environment → a frozen Settings (SPEC §2). Every problem is one line naming the variable."""
+"""Environment → a frozen Settings. Every problem is one line naming the variable.
+
+Standard library only: `reconfigure health` reads its settings on every container
+health check, and must not pay for boto3 or jinja2.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconfigure.files import under
-from reconfigure.render import RenderOptions
 from reconfigure.tiers import TIERS
 
 _HOST_RE = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
@@ -56,9 +59,6 @@ class Settings:
     metrics_port: int | None  # set: Prometheus metrics on this port
     metrics_address: str
     orphan_queue_age: float
-
-    def render_options(self) -> RenderOptions:
-        return RenderOptions(self.relay_host, self.sinkhole_enabled)
 
     def path(self, absolute: str) -> Path:
         """Where a container path lives under RECONFIGURE_ROOT."""

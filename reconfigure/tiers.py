@@ -36,6 +36,10 @@ class Tier:
     sync_users: bool
 
 
+# imap's /etc/aliases is assembled: the image's static part, a header, the dynamic aliases.
+ALIASES = "/etc/aliases"
+ALIASES_STATIC = "/etc/aliases.static"
+
 IMAP_UNKNOWN = "ERROR:4.2.0:450 Mailbox not yet provisioned, try again later"
 
 TIERS: Mapping[str, Tier] = MappingProxyType({

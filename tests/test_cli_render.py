@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import item, worked_example
+from tests.support.items import item, worked_example
 
 ENV = {"CERT_DOMAIN": "cabal.example", "IMAP_INTERNAL_HOST": "imap.cabal.internal"}
 

@@ -15,16 +15,8 @@ from pytest_httpserver import HTTPServer
 from structlog.testing import capture_logs
 from werkzeug import Request, Response
 
-from reconfigure.heartbeat import (
-    BODY_LIMIT,
-    MAX_PENDING,
-    Cycle,
-    Heartbeat,
-    format_body,
-    join_url,
-    ping_url,
-)
-from reconfigure.report import CycleReport
+from reconfigure.heartbeat import MAX_PENDING, Cycle, Heartbeat, join_url, ping_url
+from reconfigure.report import BODY_LIMIT, CycleReport, format_body
 
 SECRET = "s3cr3t-ping-key"
 PATH = f"/ping/{SECRET}"

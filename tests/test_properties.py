@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from reconfigure.rows import Skipped, validate
 from reconfigure.tiers import IMAP_UNKNOWN, TIERS
-from tests.helpers import RELAY, Item, render
+from tests.support.items import RELAY, Item, render
 
 LABELS = st.sampled_from(["example", "Example", "EXAMPLE", "a", "x-1", "mail", "com", "org",
                           "\u017f", "\u212a", "-bad", "", "b\nc", "sinkhole", "test"])

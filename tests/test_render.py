@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from reconfigure.tiers import IMAP_UNKNOWN, TIERS
-from tests.helpers import RELAY, item, render, text, worked_example
+from tests.support.items import RELAY, item, render, text, worked_example
 
 T = IMAP_UNKNOWN
 DOMAINS = "example.com\nacme.example.com\nexample.org\nzz.example.org\n"

@@ -14,7 +14,7 @@ from reconfigure.rows import (
     Skipped,
     validate,
 )
-from tests.helpers import item, render
+from tests.support.items import item, render
 
 
 def skipped_rule(row: dict[str, object]) -> str:

@@ -9,7 +9,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from tests.helpers import worked_example
+from tests.support.items import worked_example
 
 REPO = Path(__file__).resolve().parent.parent
 

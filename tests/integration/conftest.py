@@ -7,19 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from moto.server import ThreadedMotoServer
 
-from tests.integration.support import AwsWorld, make_root, make_world
+from tests.support.world import AwsWorld, make_root, make_world, moto_server
 
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """One moto server over real HTTP on a free port; tests isolate by resource names."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

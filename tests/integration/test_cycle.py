@@ -17,8 +17,8 @@ from reconfigure.aws import Aws
 from reconfigure.cycle import Cycler
 from reconfigure.heartbeat import Heartbeat
 from reconfigure.settings import Settings, from_env
-from tests.helpers import item
-from tests.integration.support import (
+from tests.support.items import item
+from tests.support.world import (
     AwsWorld,
     FakeDaemon,
     daemon_env,

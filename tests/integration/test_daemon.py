@@ -13,8 +13,10 @@ import pytest
 import requests
 from pytest_httpserver import HTTPServer
 
-from tests.helpers import item
-from tests.integration.support import (
+from tests.integration.test_users_cognito import Pool
+from tests.support.accounts import make_account_root, real_tools_available
+from tests.support.items import item
+from tests.support.world import (
     AwsWorld,
     cycles,
     daemon_env,
@@ -27,8 +29,6 @@ from tests.integration.support import (
     temp_files,
     wait_for,
 )
-from tests.integration.test_users_cognito import Pool
-from tests.test_users import make_account_root, real_tools_available
 
 
 def seed(world: AwsWorld) -> None:

@@ -16,10 +16,10 @@ REPO = Path(__file__).resolve().parents[2]
 def test_demo_shows_the_whole_loop(tmp_path: Path, tier: str) -> None:
     root = tmp_path / "demo-root"
     result = subprocess.run(
-        [sys.executable, str(REPO / "examples/demo.py"), "--root", str(root),
+        [sys.executable, "-m", "tests.support.demo", "--root", str(root),
          "--seconds", "1", "--change-after", "0.5"],
         env={**os.environ, "TIER": tier}, capture_output=True, text=True, timeout=120,
-        cwd=tmp_path, check=False)
+        cwd=REPO, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "published the change" in out

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pytest_httpserver import HTTPServer
 
-from reconfigure.fanout import (
+from reconfigure.queues import (
     TAG_LAST_CYCLE,
     TAG_TIER,
     access_policy,
@@ -22,8 +22,8 @@ from reconfigure.fanout import (
     queue_arn,
     queue_name,
 )
-from tests.helpers import item
-from tests.integration.support import (
+from tests.support.items import item
+from tests.support.world import (
     AwsWorld,
     cycles,
     daemon_env,

@@ -30,8 +30,8 @@ import pytest
 from supervisor.options import ServerOptions
 from supervisor.xmlrpc import SupervisorTransport
 
-from tests.helpers import item
-from tests.integration.support import (
+from tests.support.items import item
+from tests.support.world import (
     REPO,
     AwsWorld,
     cycles,

@@ -10,7 +10,9 @@ import boto3
 import pytest
 
 from reconfigure.aws import Aws
-from reconfigure.users import PAGE_SIZE, CognitoUser, list_confirmed_users
+from reconfigure.table import COGNITO_PAGE_SIZE as PAGE_SIZE
+from reconfigure.users.plan import CognitoUser
+from reconfigure.users.sync import list_confirmed_users
 
 if TYPE_CHECKING:
     from mypy_boto3_cognito_idp import CognitoIdentityProviderClient

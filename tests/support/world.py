@@ -1,4 +1,5 @@
-"""Real parts for daemon tests: a moto server over HTTP, a tier root, fake daemons."""
+"""Real parts for daemon tests, benchmarks and the demo: a moto server over HTTP, a
+tier root, fake daemons, and the daemon started as supervisord would start it."""
 
 from __future__ import annotations
 
@@ -9,14 +10,16 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
+from moto.server import ThreadedMotoServer
 
-from tests.helpers import Item
+from tests.support.items import Item
 
 REGION = "us-east-1"
 REPO = Path(__file__).resolve().parents[2]
@@ -32,6 +35,18 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "c
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.02)
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """A moto server over real HTTP on a free loopback port; its endpoint URL."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
 
 
 @dataclass
@@ -168,10 +183,12 @@ def daemon_env(world: AwsWorld, root: Path, tier: str = "imap",
     return env
 
 
-def start_daemon(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
-    handle = log.open("ab")
+def start_daemon(env: dict[str, str], log: Path | None, *args: str) -> subprocess.Popen[bytes]:
+    """`reconfigure run` (or `args`), its output appended to `log` (None: inherited)."""
+    handle = log.open("ab") if log is not None else None
     return subprocess.Popen([sys.executable, "-m", "reconfigure", *(args or ("run",))],
-                            env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO)
+                            env=env, stdout=handle, stderr=subprocess.STDOUT if handle else None,
+                            cwd=REPO)
 
 
 def log_events(log: Path) -> list[dict[str, Any]]:

@@ -1,16 +1,20 @@
-"""Wiring the daemon from settings: clients, heartbeat, cycler, loop, metrics."""
+"""Wiring: settings → AWS clients, heartbeat, cycler, trigger queue, loop, metrics.
+
+Imported only by the commands that talk to AWS (`run`, `once`), so `render` and
+`health` never load boto3 or requests.
+"""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
 
-from reconfigure import fanout, log, metrics
+from reconfigure import log, metrics, queues
 from reconfigure.aws import Aws
 from reconfigure.cycle import Cycler
-from reconfigure.fanout import PrivateQueue
 from reconfigure.heartbeat import Heartbeat
 from reconfigure.loop import Daemon
+from reconfigure.report import CycleReport
 from reconfigure.settings import Settings, SettingsError
 
 
@@ -36,8 +40,8 @@ def once(settings: Settings, *, force: bool) -> int:
 def run(settings: Settings, env: Mapping[str, str]) -> int:
     """The daemon, until SIGTERM/SIGINT; the exit status of `reconfigure run`."""
     cycler, heartbeat = _parts(settings)
-    daemon = Daemon(cycler, settings.sqs_queue_url, settings.interval, settings.ready_file,
-                    private=_private_queue(settings, cycler, env))
+    daemon = Daemon(cycler, _triggers(settings, cycler, env), settings.interval,
+                    settings.ready_file)
     daemon.install_signal_handlers()
     if settings.metrics_port is not None:
         cycler.metrics = metrics.Metrics(settings.tier)
@@ -56,12 +60,27 @@ def run(settings: Settings, env: Mapping[str, str]) -> int:
     return 0
 
 
-def _private_queue(settings: Settings, cycler: Cycler,
-                   env: Mapping[str, str]) -> PrivateQueue | None:
+def _triggers(settings: Settings, cycler: Cycler,
+              env: Mapping[str, str]) -> queues.TriggerQueue:
+    """The shared queue (or none: periodic mode), or a private queue per daemon."""
+    logger = log.get()
     if settings.sns_topic_arn is None:
-        return None
+        if not settings.sqs_queue_url:
+            logger.warning("SQS_QUEUE_URL not set: periodic-only mode",
+                           interval_s=settings.interval)
+        return queues.SharedQueue(settings.sqs_queue_url)
+    if settings.sqs_queue_url:
+        logger.warning("SQS_QUEUE_URL and RECONFIGURE_SNS_TOPIC_ARN both set: "
+                       "using a private queue")
     aws = cycler.aws
-    return PrivateQueue(
+    private = queues.PrivateQueue(
         sqs=aws.sqs, sns=aws.sns, call=aws.call, tier=settings.tier,
-        owner=fanout.identity(env), topic_arn=settings.sns_topic_arn,
+        owner=queues.identity(env), topic_arn=settings.sns_topic_arn,
         region=settings.aws_region or "", orphan_age=settings.orphan_queue_age)
+
+    def setup_failed(error: str) -> None:
+        if cycler.heartbeat is not None:
+            cycler.heartbeat.finish(None, CycleReport(settings.tier, cycler.host, "setup",
+                                                      error=error))
+
+    return queues.PrivateTriggers(private, on_setup_failed=setup_failed)

@@ -1,10 +1,12 @@
-"""A private SNS-subscribed queue per daemon, so every task of a tier hears every change.
+"""Where triggers come from: the tier's shared SQS queue, or a private queue per daemon.
 
 All tasks of a tier share one SQS queue in the drop-in mode, and SQS hands each message to
-ONE consumer: the other tasks keep stale maps until their fallback timer. In this mode each
-daemon owns a queue named from its tier and identity, subscribed to the address-change
-topic; it tags the queue with the time of its last cycle, deletes it on shutdown, and reaps
-queues of its own naming pattern whose owner stopped refreshing that tag (a SIGKILL).
+ONE consumer: the other tasks keep stale maps until their fallback timer. In the private
+mode each daemon owns a queue named from its tier and identity, subscribed to the
+address-change topic; it tags the queue with the time of its last cycle, deletes it on
+shutdown, and reaps queues of its own naming pattern whose owner stopped refreshing that
+tag (a SIGKILL). Both modes offer the loop the same small interface (`TriggerQueue`), so
+the loop only schedules and the queue's life cycle stays here.
 """
 
 from __future__ import annotations
@@ -18,21 +20,53 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlparse
 
 import requests
 
 from reconfigure import log
-from reconfigure.aws import describe
+from reconfigure.aws import Aws, Call, Cancelled, describe, error_code
 
-T = TypeVar("T")
-Call = Callable[[str, Callable[[], T]], T]
 TAG_TIER = "reconfigure:tier"
 TAG_OWNER = "reconfigure:owner"
 TAG_LAST_CYCLE = "reconfigure:last-cycle"  # unix seconds of the owner's last cycle
 _SAFE = re.compile(r"[^A-Za-z0-9_-]+")
 MAX_QUEUE_NAME = 80
+MIN_SETUP_BACKOFF = 5.0
+MAX_SETUP_BACKOFF = 300.0
+REAP_EVERY = 3600.0
+_QUEUE_GONE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    message_id: str
+    receipt_handle: str
+
+
+def receive(aws: Aws, queue_url: str, wait_seconds: int = 20) -> list[Message]:
+    response = aws.call("sqs.receive_message", lambda: aws.sqs.receive_message(
+        QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_seconds))
+    messages = []
+    for raw in response.get("Messages", []):
+        message_id, handle = raw.get("MessageId"), raw.get("ReceiptHandle")
+        if isinstance(message_id, str) and isinstance(handle, str) and handle:
+            messages.append(Message(message_id, handle))
+    return messages
+
+
+def delete(aws: Aws, queue_url: str, messages: list[Message]) -> int:
+    """Batch-delete; returns how many SQS refused (they come back, harmlessly)."""
+    failed = 0
+    for start in range(0, len(messages), 10):
+        batch = messages[start:start + 10]
+        entries = [{"Id": str(i), "ReceiptHandle": m.receipt_handle}
+                   for i, m in enumerate(batch)]
+        response = aws.call("sqs.delete_message_batch", partial(
+            aws.sqs.delete_message_batch, QueueUrl=queue_url, Entries=entries))
+        failed += len(response.get("Failed", []))
+    return failed
 
 
 def prefix_for(tier: str) -> str:
@@ -90,7 +124,7 @@ def access_policy(arn: str, topic_arn: str) -> str:
 class PrivateQueue:
     sqs: Any
     sns: Any
-    call: Call[Any]
+    call: Call
     tier: str
     owner: str
     topic_arn: str
@@ -199,3 +233,96 @@ class PrivateQueue:
         worker.start()
         worker.join(timeout)
         return not worker.is_alive()
+
+
+class SharedQueue:
+    """The tier's queue from SQS_QUEUE_URL (or none: periodic-only mode). No upkeep."""
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+
+    def next_upkeep(self) -> float:
+        return float("inf")
+
+    def upkeep(self) -> None:
+        return
+
+    def cycle_ended(self) -> None:
+        return
+
+    def receive_failed(self, error: BaseException) -> None:
+        return
+
+    def close(self, timeout: float) -> None:
+        return
+
+
+@dataclass
+class PrivateTriggers:
+    """A private queue's life cycle: set up (with backoff; periodic mode meanwhile),
+    orphans reaped at start and hourly, its tag refreshed after each cycle, set up again
+    when it is deleted under us, torn down on stop."""
+
+    queue: PrivateQueue
+    clock: Callable[[], float] = time.monotonic
+    on_setup_failed: Callable[[str], None] = lambda error: None
+    _next_setup: float = 0.0
+    _setup_backoff: float = MIN_SETUP_BACKOFF
+    _next_reap: float = 0.0
+
+    @property
+    def url(self) -> str | None:
+        return self.queue.url
+
+    def next_upkeep(self) -> float:
+        return self._next_reap if self.url else min(self._next_setup, self._next_reap)
+
+    def upkeep(self) -> None:
+        now = self.clock()
+        try:
+            if not self.url and now >= self._next_setup:
+                try:
+                    self.queue.setup()
+                    self._setup_backoff = MIN_SETUP_BACKOFF
+                except Cancelled:
+                    raise
+                except Exception as error:
+                    self._setup_failed(describe(error))
+            if now >= self._next_reap:
+                self._next_reap = now + REAP_EVERY
+                try:
+                    self.queue.reap()
+                except Cancelled:
+                    raise
+                except Exception as error:
+                    log.get().warning("orphan queue reaping failed", error=describe(error))
+        except Cancelled:
+            return  # stopping
+
+    def _setup_failed(self, error: str) -> None:
+        self._next_setup = self.clock() + self._setup_backoff
+        log.get().error("private queue setup failed: periodic mode until it works",
+                        error=error, retry_in_s=self._setup_backoff)
+        self._setup_backoff = min(self._setup_backoff * 2, MAX_SETUP_BACKOFF)
+        self.on_setup_failed(f"private queue setup failed: {error}")
+
+    def cycle_ended(self) -> None:
+        """The tag says "this queue's owner is alive", failed cycles included: a daemon
+        whose cycles fail for an hour must not have its queue reaped under it."""
+        if self.url is None:
+            return
+        try:
+            self.queue.touch()
+        except Exception as error:
+            log.get().warning("queue tag not refreshed", error=describe(error))
+
+    def receive_failed(self, error: BaseException) -> None:
+        if error_code(error) in _QUEUE_GONE:
+            self.queue.url = None  # reaped or deleted under us: set it up again
+            self._next_setup = self.clock()
+
+    def close(self, timeout: float) -> None:
+        self.queue.teardown(timeout)
+
+
+TriggerQueue = SharedQueue | PrivateTriggers
