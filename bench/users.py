@@ -1,4 +1,4 @@
-"""Benchmark user sync (SPEC §8) with the real groupadd/useradd in a throw-away root.
+"""Benchmark user sync (docs/design.md §8) with the real groupadd/useradd in a throw-away root.
 
     sudo .venv/bin/python bench/users.py [N]      (default N = 1000; needs root)
 

@@ -1,4 +1,4 @@
-"""Making rendered files live (SPEC §5): compare, stage, compile, then swap.
+"""Making rendered files live (docs/design.md §5): compare, stage, compile, then swap.
 
 Everything a cycle changes is first staged beside its destination — text files, and
 each hash map compiled by makemap into a temp `.db` — and only when every step worked

@@ -1,5 +1,5 @@
-"""Heartbeat pings against a real local HTTP server (SPEC §7): paths, bodies, the rate rule,
-/start pairing, the body cap, and that a dead or hanging server never holds up a cycle or
+"""Heartbeat pings against a real local HTTP server (docs/design.md §7): paths, bodies, the
+rate rule, /start pairing, the body cap, and that a dead or hanging server never holds up a cycle or
 leaks the (secret) ping URL into the log."""
 
 from __future__ import annotations

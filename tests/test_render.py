@@ -1,4 +1,4 @@
-"""Exact bytes of every generated file (SPEC §4)."""
+"""Exact bytes of every generated file (docs/design.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every rule of SPEC §3, with hostile values in every field."""
+"""Every rule of docs/design.md §3, with hostile values in every field."""
 
 from __future__ import annotations
 

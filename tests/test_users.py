@@ -1,4 +1,4 @@
-"""Users (SPEC §8): parsing and planning as pure functions, then the real groupadd/useradd
+"""Users (docs/design.md §8): parsing and planning as pure functions, then the real groupadd/useradd
 with --prefix against a throw-away root — never the machine's own account files."""
 
 from __future__ import annotations

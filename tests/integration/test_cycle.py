@@ -228,7 +228,7 @@ def test_hanging_heartbeat_server_does_not_slow_the_cycle(world: AwsWorld, root:
 
 
 # sendmail's modes sleep 60 s on a host name without a domain part: run it in a private
-# UTS namespace with a qualified name (SPEC §10), never renaming this machine.
+# UTS namespace with a qualified name (docs/design.md §10), never renaming this machine.
 QUALIFIED_NEWALIASES = (
     "unshare --uts --mount python3 -c "
     "'import os, socket, sys; socket.sethostname(\"x.example.test\"); "

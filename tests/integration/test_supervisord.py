@@ -76,7 +76,7 @@ def test_program_section_settings() -> None:
     assert argv == ["/opt/reconfigure/bin/reconfigure", "run"]
     assert settings["autorestart"] == "true"
     assert settings["stopsignal"] == "TERM"
-    assert settings["stopwaitsecs"] == "30"  # SPEC §6: exit 0 within supervisord's 30 s
+    assert settings["stopwaitsecs"] == "30"  # docs/design.md §6: exit 0 within supervisord's 30 s
     assert int(settings["priority"]) > SENDMAIL_PRIORITY
     assert 1 <= int(settings["startsecs"]) <= 10
     assert settings["stdout_logfile"] == "/dev/fd/1"

@@ -1,4 +1,5 @@
-"""Shared builders for test data: DynamoDB-typed items and the worked example of SPEC §4."""
+"""Shared builders for test data: DynamoDB-typed items and the worked example
+(docs/design.md §4)."""
 
 from __future__ import annotations
 
