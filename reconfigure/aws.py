@@ -78,8 +78,9 @@ class Aws:
         self.table = table
         self.stop = stop or threading.Event()
         self.max_backoff = max_backoff
-        self.waited = 0.0  # seconds spent in AWS calls (and their backoff), for reports
+        self.waited = 0.0  # seconds spent in AWS calls (and their backoff), all threads
         self.retries = 0  # transient failures retried so far
+        self._lock = threading.Lock()  # calls come from the cycle, scan and poll threads
 
     @classmethod
     def from_settings(cls, settings: Settings, stop: threading.Event | None = None) -> Aws:
@@ -88,12 +89,15 @@ class Aws:
             region_name=settings.aws_region, connect_timeout=5, read_timeout=30,
             retries={"mode": "standard", "max_attempts": 2},
         )
+        # A stuck request holds a scan page or a user page: give up on the socket well before
+        # the read deadline. SQS keeps 30 s, above its 20 s long poll.
+        short = config.merge(botocore.config.Config(read_timeout=10))
         session = boto3.session.Session(region_name=settings.aws_region)
         return cls(
-            dynamodb=session.client("dynamodb", config=config),
+            dynamodb=session.client("dynamodb", config=short),
             sqs=session.client("sqs", config=config),
-            cognito=session.client("cognito-idp", config=config),
-            sns=session.client("sns", config=config),
+            cognito=session.client("cognito-idp", config=short),
+            sns=session.client("sns", config=short),
             table=settings.address_table, stop=stop,
         )
 
@@ -103,7 +107,8 @@ class Aws:
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
-            self.retries += 1
+            with self._lock:
+                self.retries += 1
             logger.warning("aws call failed, retrying", call=what, attempt=state.attempt_number,
                            error=describe(error) if error else "",
                            retry_in_s=round(state.upcoming_sleep, 1))
@@ -123,4 +128,5 @@ class Aws:
         try:
             return retrying(function)
         finally:
-            self.waited += time.monotonic() - started
+            with self._lock:
+                self.waited += time.monotonic() - started

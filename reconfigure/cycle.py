@@ -8,9 +8,10 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from reconfigure import apply, commands, guard, log, status, table
 from reconfigure.aws import Aws, Cancelled, describe
@@ -24,7 +25,15 @@ from reconfigure.rows import ATTRIBUTES
 from reconfigure.settings import Settings
 from reconfigure.tiers import TIERS
 from reconfigure.tree import TreeBuilder, count_addresses
+from reconfigure.users.plan import CognitoUser
 from reconfigure.users.sync import list_confirmed_users, sync_users
+
+T = TypeVar("T")
+_WAIT_STEP = 0.05  # how quickly an abandoned read notices the stop event
+
+
+class SourcesTimeout(RuntimeError):
+    """The table (or Cognito) did not answer within RECONFIGURE_READ_DEADLINE."""
 
 
 def _cpu_seconds() -> float:
@@ -41,7 +50,6 @@ class Cycler:
     host: str = field(default_factory=socket.gethostname)
     reloader: Reloader | None = None
     metrics: Metrics | None = None
-    _status: dict[str, Any] | None = None  # the status file, read once, then kept here
 
     def __post_init__(self) -> None:
         if self.reloader is None:
@@ -51,7 +59,7 @@ class Cycler:
         """Never raises for AWS, file or command trouble: the report carries the error."""
         report = CycleReport(tier=self.settings.tier, host=self.host, trigger=trigger,
                              messages=messages)
-        started, waited, cpu = time.monotonic(), self.aws.waited, _cpu_seconds()
+        started, cpu = time.monotonic(), _cpu_seconds()
         handle = self.heartbeat.begin() if self.heartbeat else None
         addresses: int | None = None
         try:
@@ -62,30 +70,33 @@ class Cycler:
         except Exception as error:
             report.error = describe(error)
         report.duration_ms = round((time.monotonic() - started) * 1000)
-        report.aws_ms = round((self.aws.waited - waited) * 1000)
         report.cpu_ms = round((_cpu_seconds() - cpu) * 1000)
         self._report(report, handle, addresses)
         return report
 
     def _cycle(self, report: CycleReport, *, force: bool) -> int:
         settings, tier, logger = self.settings, TIERS[self.settings.tier], log.get()
-        builder = TreeBuilder()
-        for page in table.scan_pages(self.aws, ATTRIBUTES, settings.scan_segments):
-            builder.add(page)
+        started = time.monotonic()
+        try:
+            builder, users = self._read_sources()
+        finally:
+            report.aws_ms = round((time.monotonic() - started) * 1000)
         report.rows, report.skipped = builder.rows, len(builder.skipped)
         report.skipped_by_rule = dict(Counter(s.rule for s in builder.skipped))
         for row in builder.skipped:
             logger.warning("row skipped", address=row.address, rule=row.rule)
-        if tier.sync_users and settings.cognito_pool_id:
-            self._sync_users(report, settings.cognito_pool_id)
+        if users is not None:
+            self._sync_users(report, users)
         rendered = render_tier(tier, builder.tree,
                                RenderOptions(settings.relay_host, settings.sinkhole_enabled))
         report.dropped_lines = len(rendered.dropped)
         for line in rendered.dropped:
             logger.warning("duplicate map key dropped", path=line.path, line=line.line)
         addresses = count_addresses(builder.tree)
-        guard.check(addresses, self.status.get("addresses"), settings.max_shrink_percent,
-                    force=force)
+        # Read fresh every cycle: `once --force` in another process may have moved it.
+        recorded = status.load(self.status_path).get("addresses")
+        guard.check(addresses, guard.reference(recorded, tier, settings.root),
+                    settings.max_shrink_percent, force=force)
         changes = apply.plan(tier, rendered, settings.root)
         aliases = apply.aliases_change(tier, rendered, settings.root)
         if aliases is not None:
@@ -102,9 +113,52 @@ class Cycler:
             raise
         return addresses
 
-    def _sync_users(self, report: CycleReport, pool_id: str) -> None:
+    def _read_sources(self) -> tuple[TreeBuilder, list[CognitoUser] | None]:
+        """The whole table (and the Cognito users, on tiers that sync them), read by a worker
+        thread: on stop the cycle abandons it at once (its request finishes on its own and
+        is thrown away), and a read that outlasts the deadline fails the cycle instead of
+        retrying silently for as long as an outage lasts."""
+        settings, tier = self.settings, TIERS[self.settings.tier]
+
+        def read() -> tuple[TreeBuilder, list[CognitoUser] | None]:
+            builder = TreeBuilder()
+            for page in table.scan_pages(self.aws, ATTRIBUTES, settings.scan_segments):
+                builder.add(page)
+            users = None
+            if tier.sync_users and settings.cognito_pool_id:
+                users = list_confirmed_users(self.aws.cognito, settings.cognito_pool_id,
+                                             self.aws.call)
+            return builder, users
+
+        return self._in_worker(read, settings.read_deadline)
+
+    def _in_worker(self, function: Callable[[], T], deadline: float) -> T:
+        done = threading.Event()
+        outcome: list[Any] = []
+
+        def work() -> None:
+            try:
+                outcome.append((True, function()))
+            except BaseException as error:
+                outcome.append((False, error))
+            done.set()
+
+        threading.Thread(target=work, name="read", daemon=True).start()
+        until = time.monotonic() + deadline
+        while not done.wait(_WAIT_STEP):
+            if self.stop.is_set():
+                raise Cancelled("read")
+            if time.monotonic() >= until:
+                raise SourcesTimeout(f"sources not read within {deadline:g} s "
+                                     f"(RECONFIGURE_READ_DEADLINE): AWS unreachable or slow")
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        result: T = value
+        return result
+
+    def _sync_users(self, report: CycleReport, users: list[CognitoUser]) -> None:
         settings = self.settings
-        users = list_confirmed_users(self.aws.cognito, pool_id, self.aws.call)
         result = sync_users(
             users, root=settings.root, useradd=settings.useradd, groupadd=settings.groupadd,
             timeout=settings.command_timeout, procmailrc=settings.path("/etc/procmailrc"),
@@ -116,11 +170,6 @@ class Cycler:
     def status_path(self) -> Path:
         return self.settings.path(self.settings.status_file)
 
-    @property
-    def status(self) -> dict[str, Any]:
-        if self._status is None:
-            self._status = status.load(self.status_path)
-        return self._status
 
     def _report(self, report: CycleReport, handle: HeartbeatCycle | None,
                 addresses: int | None) -> None:
@@ -131,8 +180,7 @@ class Cycler:
             logger.info("cycle abandoned", **fields)
             return
         try:
-            self._status = status.record(self.status_path, report, addresses=addresses,
-                                         current=self.status)
+            status.record(self.status_path, report, addresses=addresses)
         except OSError as error:
             logger.error("status file not written", error=f"{type(error).__name__}: {error}")
         if report.ok:

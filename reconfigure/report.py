@@ -36,7 +36,8 @@ class CycleReport:
 def log_fields(report: CycleReport) -> dict[str, Any]:
     """The fields of the one summary line a cycle logs ("cycle done" / "cycle failed")."""
     fields: dict[str, Any] = {
-        "trigger": report.trigger, "rows": report.rows, "skipped": report.skipped,
+        "trigger": report.trigger, "messages": report.messages,
+        "rows": report.rows, "skipped": report.skipped,
         "changed": report.changed, "reloads": report.reloads,
         "duration_ms": report.duration_ms, "aws_ms": report.aws_ms, "cpu_ms": report.cpu_ms,
     }

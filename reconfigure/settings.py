@@ -59,6 +59,7 @@ class Settings:
     metrics_port: int | None  # set: Prometheus metrics on this port
     metrics_address: str
     orphan_queue_age: float
+    read_deadline: float = 180.0  # a cycle that cannot read its sources by then fails
 
     def path(self, absolute: str) -> Path:
         """Where a container path lives under RECONFIGURE_ROOT."""
@@ -160,6 +161,7 @@ def from_env(env: Mapping[str, str], *, need_aws: bool = True) -> Settings:
         metrics_port=int(_number(env, "RECONFIGURE_METRICS_PORT", 0, 1, 65535, integer=True))
         or None,
         metrics_address=env.get("RECONFIGURE_METRICS_ADDRESS", "").strip() or "0.0.0.0",  # noqa: S104 - scraped from outside the container
+        read_deadline=_number(env, "RECONFIGURE_READ_DEADLINE", 180, 5, 3600),
     )
 
 
