@@ -6,16 +6,20 @@ Imported only by the commands that talk to AWS (`run`, `once`), so `render` and
 
 from __future__ import annotations
 
+import signal
+import sys
 import threading
 from collections.abc import Mapping
 
-from reconfigure import log, metrics, queues
-from reconfigure.aws import Aws
+from reconfigure import commands, log, metrics, queues
+from reconfigure.aws import Aws, Cancelled, DeadlineExceeded, bounded, describe
 from reconfigure.cycle import Cycler
 from reconfigure.heartbeat import Heartbeat
 from reconfigure.loop import Daemon
 from reconfigure.report import CycleReport
 from reconfigure.settings import Settings, SettingsError
+from reconfigure.tiers import TIERS
+from reconfigure.users.sync import list_confirmed_users, sync_users
 
 
 def _parts(settings: Settings) -> tuple[Cycler, Heartbeat]:
@@ -27,21 +31,88 @@ def _parts(settings: Settings) -> tuple[Cycler, Heartbeat]:
     return cycler, heartbeat
 
 
-def once(settings: Settings, *, force: bool) -> int:
-    """One cycle; the exit status of `reconfigure once`."""
+def _stop_after(stop: threading.Event, timeout: float | None) -> threading.Timer | None:
+    """Sets `stop` when a bounded command runs out of time: every AWS wait, retry and
+    child process then ends at once, as on SIGTERM."""
+    if timeout is None:
+        return None
+    timer = threading.Timer(timeout, stop.set)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    """For the one-shot commands: TERM/INT abandon the step in flight cleanly (temp files
+    removed, children killed) instead of killing the process mid-write."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+
+
+def once(settings: Settings, *, force: bool, timeout: float | None = None) -> int:
+    """One cycle; the exit status of `reconfigure once` (bounded by `timeout`)."""
     cycler, heartbeat = _parts(settings)
+    cycler.queue = "once"
+    _stop_on_signals(cycler.stop)
+    timer = _stop_after(cycler.stop, timeout)
     try:
         report = cycler.run("once", force=force)
     finally:
-        heartbeat.close(timeout=10.0)
+        if timer is not None:
+            timer.cancel()
+        heartbeat.close(timeout=2.0 if timeout is not None else 10.0)
+    if report.abandoned:
+        why = f"timed out after {timeout:g} s" if timer is not None and not timer.is_alive() \
+            and cycler.stop.is_set() else "stopped"
+        print(f"reconfigure once: {why}; nothing half-applied", file=sys.stderr)
     return 0 if report.ok else 1
+
+
+def users(settings: Settings, *, timeout: float) -> int:
+    """`reconfigure users`: the OS-user pass alone, for the entrypoint before Dovecot
+    starts. 0 when every user was reconciled (refusals are decisions, logged); 1 with one
+    line when Cognito did not answer in time, the read failed or a user could not be made."""
+    if not TIERS[settings.tier].sync_users:
+        raise SettingsError("TIER", f"{settings.tier} has no OS users")
+    if settings.cognito_pool_id is None:
+        raise SettingsError("COGNITO_POOL_ID", "required for reconfigure users")
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    timer = _stop_after(stop, timeout)
+    aws = Aws.from_settings(settings, stop)
+    pool = settings.cognito_pool_id
+    try:
+        listed = bounded(lambda: list_confirmed_users(aws.cognito, pool, aws.call),
+                         stop=stop, deadline=timeout, what="cognito-idp.list_users")
+        result = sync_users(listed, root=settings.root, useradd=settings.useradd,
+                            groupadd=settings.groupadd, timeout=settings.command_timeout,
+                            procmailrc=settings.path("/etc/procmailrc"), stop=stop)
+    except (Cancelled, DeadlineExceeded, commands.Stopped):
+        print(f"reconfigure users: not finished within {timeout:g} s "
+              "(Cognito unreachable or slow)", file=sys.stderr)
+        return 1
+    except Exception as error:
+        print(f"reconfigure users: {describe(error)}", file=sys.stderr)
+        return 1
+    finally:
+        if timer is not None:
+            timer.cancel()
+    if result.errors:
+        print(f"reconfigure users: {len(result.errors)} user(s) not set up: "
+              f"{result.errors[0]}", file=sys.stderr)
+        return 1
+    log.get().info("users done", users=len(listed), created=len(result.created),
+                   refused=len(result.refused))
+    return 0
 
 
 def run(settings: Settings, env: Mapping[str, str]) -> int:
     """The daemon, until SIGTERM/SIGINT; the exit status of `reconfigure run`."""
     cycler, heartbeat = _parts(settings)
-    daemon = Daemon(cycler, _triggers(settings, cycler, env), settings.interval,
-                    settings.ready_file)
+    triggers = _triggers(settings, cycler, env)
+    cycler.queue = ("private" if isinstance(triggers, queues.PrivateTriggers)
+                    else "shared" if triggers.url else "periodic")
+    daemon = Daemon(cycler, triggers, settings.interval, settings.ready_file)
     daemon.install_signal_handlers()
     if settings.metrics_port is not None:
         cycler.metrics = metrics.Metrics(settings.tier)

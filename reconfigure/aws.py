@@ -42,6 +42,43 @@ class Cancelled(Exception):
     """The daemon is stopping: abandon the AWS call in progress."""
 
 
+class DeadlineExceeded(RuntimeError):
+    """AWS did not answer (or kept failing) until a caller's deadline; str() is one line."""
+
+
+_WAIT_STEP = 0.05  # how quickly an abandoned call notices the stop event
+
+
+def bounded(function: Callable[[], T], *, stop: threading.Event, deadline: float,
+            what: str) -> T:
+    """`function()` run by a worker thread that the caller stops waiting for on `stop`
+    (Cancelled) or after `deadline` seconds (DeadlineExceeded): a blocked socket read or a
+    retry loop never holds up shutdown or a bounded command. The abandoned worker ends on
+    its own (its next retry sees `stop`, or its request times out) and its result is lost."""
+    done = threading.Event()
+    outcome: list[tuple[bool, Any]] = []
+
+    def work() -> None:
+        try:
+            outcome.append((True, function()))
+        except BaseException as error:  # handed to the caller
+            outcome.append((False, error))
+        done.set()
+
+    threading.Thread(target=work, name=what, daemon=True).start()
+    until = time.monotonic() + deadline
+    while not done.wait(_WAIT_STEP):
+        if stop.is_set():
+            raise Cancelled(what)
+        if time.monotonic() >= until:
+            raise DeadlineExceeded(f"{what}: no answer within {deadline:g} s")
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    result: T = value
+    return result
+
+
 def error_code(error: BaseException) -> str:
     """The AWS error code of a ClientError ("" for anything else)."""
     if isinstance(error, botocore.exceptions.ClientError):

@@ -43,8 +43,26 @@ def _parser() -> argparse.ArgumentParser:
     once = commands.add_parser("once", help="one full cycle, then exit (non-zero on failure)")
     once.add_argument("--force", action="store_true",
                       help="apply even if the mass-deletion guard would refuse")
+    once.add_argument("--timeout", type=_seconds, metavar="S",
+                      help="give up (exit 1, nothing half-applied) after S seconds")
+    users = commands.add_parser("users", help="the OS-user pass alone (imap, smtp-out), "
+                                "for the entrypoint before Dovecot starts")
+    users.add_argument("--timeout", type=_seconds, default=60.0, metavar="S",
+                       help="give up (exit 1) after S seconds (default 60)")
     commands.add_parser("health", help="exit 0 when the last cycle succeeded recently")
+    status = commands.add_parser("status", help="the last cycle, for a person")
+    status.add_argument("--json", action="store_true", help="the status file, for scripts")
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 86400 seconds: {text}")
+    return value
 
 
 def _summarise_skipped(skipped: Sequence[Skipped]) -> list[str]:
@@ -117,26 +135,49 @@ def render_command(args: argparse.Namespace, env: dict[str, str]) -> int:
     return 0
 
 
+def _status_settings(env: dict[str, str]) -> tuple[Path, float]:
+    """The status file and interval: all `health` and `status` need (no AWS, no tier)."""
+    settings = from_env({"TIER": "imap", "CERT_DOMAIN": "health.invalid", **env},
+                        need_aws=False)
+    return settings.path(settings.status_file), settings.interval
+
+
 def health_command(env: dict[str, str]) -> int:
-    """For the container HEALTHCHECK: needs only the root, status file and interval."""
+    """For the container HEALTHCHECK: standard library only, exit 0 or 1 (never 2, which
+    Docker reserves)."""
     import time  # noqa: PLC0415
 
     from reconfigure import status  # noqa: PLC0415
 
-    settings = from_env({"TIER": "imap", "CERT_DOMAIN": "health.invalid", **env},
-                        need_aws=False)
-    current = status.load(settings.path(settings.status_file))
-    healthy, message = status.health(current, now=time.time(), interval=settings.interval)
+    path, interval = _status_settings(env)
+    healthy, message = status.health(status.load(path), now=time.time(), interval=interval)
     print(message)
     return 0 if healthy else 1
+
+
+def status_command(args: argparse.Namespace, env: dict[str, str]) -> int:
+    """The last cycle for a person (`--json`: the status file as it is)."""
+    import json  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from reconfigure import status  # noqa: PLC0415
+
+    path, interval = _status_settings(env)
+    current = status.load(path)
+    if args.json:
+        print(json.dumps(current, indent=1, sort_keys=True))
+    else:
+        print(status.describe(current, now=time.time(), interval=interval, path=path))
+    return 0 if status.health(current, now=time.time(), interval=interval)[0] else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     env = dict(os.environ)
-    if args.command == "health":
+    if args.command in ("health", "status"):
         try:
-            return health_command(env)
+            return health_command(env) if args.command == "health" \
+                else status_command(args, env)
         except SettingsError as error:
             print(f"reconfigure: {error}", file=sys.stderr)
             return 1
@@ -151,8 +192,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from reconfigure import app  # noqa: PLC0415
 
         settings = from_env(env)
-        return (app.once(settings, force=args.force) if args.command == "once"
-                else app.run(settings, env))
+        commands = {
+            "once": lambda: app.once(settings, force=args.force, timeout=args.timeout),
+            "users": lambda: app.users(settings, timeout=args.timeout),
+            "run": lambda: app.run(settings, env),
+        }
+        return commands[args.command]()
     except (SettingsError, ScanFormatError) as error:
         print(f"reconfigure: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -8,13 +8,11 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
 
 from reconfigure import apply, commands, guard, log, status, table
-from reconfigure.aws import Aws, Cancelled, describe
+from reconfigure.aws import Aws, Cancelled, DeadlineExceeded, bounded, describe
 from reconfigure.heartbeat import Cycle as HeartbeatCycle
 from reconfigure.heartbeat import Heartbeat
 from reconfigure.metrics import Metrics
@@ -27,9 +25,6 @@ from reconfigure.tiers import TIERS
 from reconfigure.tree import TreeBuilder, count_addresses
 from reconfigure.users.plan import CognitoUser
 from reconfigure.users.sync import list_confirmed_users, sync_users
-
-T = TypeVar("T")
-_WAIT_STEP = 0.05  # how quickly an abandoned read notices the stop event
 
 
 class SourcesTimeout(RuntimeError):
@@ -50,6 +45,7 @@ class Cycler:
     host: str = field(default_factory=socket.gethostname)
     reloader: Reloader | None = None
     metrics: Metrics | None = None
+    queue: str = ""  # the trigger source, for the report: "shared", "private", "periodic"
 
     def __post_init__(self) -> None:
         if self.reloader is None:
@@ -58,7 +54,7 @@ class Cycler:
     def run(self, trigger: str, *, force: bool = False, messages: int = 0) -> CycleReport:
         """Never raises for AWS, file or command trouble: the report carries the error."""
         report = CycleReport(tier=self.settings.tier, host=self.host, trigger=trigger,
-                             messages=messages)
+                             messages=messages, queue=self.queue)
         started, cpu = time.monotonic(), _cpu_seconds()
         handle = self.heartbeat.begin() if self.heartbeat else None
         addresses: int | None = None
@@ -130,32 +126,13 @@ class Cycler:
                                              self.aws.call)
             return builder, users
 
-        return self._in_worker(read, settings.read_deadline)
-
-    def _in_worker(self, function: Callable[[], T], deadline: float) -> T:
-        done = threading.Event()
-        outcome: list[Any] = []
-
-        def work() -> None:
-            try:
-                outcome.append((True, function()))
-            except BaseException as error:
-                outcome.append((False, error))
-            done.set()
-
-        threading.Thread(target=work, name="read", daemon=True).start()
-        until = time.monotonic() + deadline
-        while not done.wait(_WAIT_STEP):
-            if self.stop.is_set():
-                raise Cancelled("read")
-            if time.monotonic() >= until:
-                raise SourcesTimeout(f"sources not read within {deadline:g} s "
-                                     f"(RECONFIGURE_READ_DEADLINE): AWS unreachable or slow")
-        ok, value = outcome[0]
-        if not ok:
-            raise value
-        result: T = value
-        return result
+        try:
+            return bounded(read, stop=self.stop, deadline=settings.read_deadline,
+                           what="read")
+        except DeadlineExceeded:
+            raise SourcesTimeout(
+                f"sources not read within {settings.read_deadline:g} s "
+                f"(RECONFIGURE_READ_DEADLINE): AWS unreachable or slow") from None
 
     def _sync_users(self, report: CycleReport, users: list[CognitoUser]) -> None:
         settings = self.settings

@@ -27,6 +27,7 @@ class CycleReport:
     cpu_ms: int = 0  # CPU of the daemon and its children (makemap, newaliases) in the cycle
     error: str | None = None
     abandoned: bool = False  # ended early by shutdown: neither success nor failure
+    queue: str = ""  # where triggers come from: "shared", "private", "periodic" (or "once")
 
     @property
     def ok(self) -> bool:

@@ -55,3 +55,52 @@ def health(status: dict[str, Any], *, now: float, interval: float) -> tuple[bool
     if age > 2 * interval:
         return False, f"last success {age:.0f} s ago (limit {2 * interval:.0f} s)"
     return True, f"ok: last success {age:.0f} s ago"
+
+
+def _when(stamp: object, now: float) -> str:
+    if not isinstance(stamp, int | float):
+        return "never"
+    at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(stamp))
+    return f"{at} ({now - stamp:.0f} s ago)"
+
+
+def _listed(values: object) -> str:
+    return ", ".join(str(v) for v in values) if isinstance(values, list) and values else "none"
+
+
+def describe(status: dict[str, Any], *, now: float, interval: float, path: Path) -> str:
+    """`reconfigure status` for a person: what the last cycle did and what is pending."""
+    if not status:
+        return f"no status yet ({path} missing or unreadable): no cycle has finished"
+    last = status.get("last_cycle") if isinstance(status.get("last_cycle"), dict) else {}
+    assert isinstance(last, dict)
+    healthy, verdict = health(status, now=now, interval=interval)
+    rules = last.get("skipped_by_rule") or {}
+    lines = [
+        f"tier:           {status.get('tier', '?')} on {last.get('host', '?')}",
+        f"health:         {'healthy' if healthy else 'UNHEALTHY'} ({verdict})",
+        f"last cycle:     {_when(last.get('at'), now)}, trigger {last.get('trigger', '?')}, "
+        f"{'ok' if last.get('ok') else 'FAILED'} in {last.get('duration_ms', '?')} ms",
+    ]
+    if last.get("error"):
+        lines.append(f"error:          {last['error']}")
+    lines += [
+        f"rows:           {last.get('rows', 0)} read, {last.get('skipped', 0)} skipped",
+        *(f"  skipped:      {count}: {rule}" for rule, count in sorted(
+            rules.items(), key=lambda pair: (-pair[1], pair[0])) if isinstance(count, int)),
+        f"changed files:  {_listed(last.get('changed'))}",
+        f"reloads:        {_listed(last.get('reloads'))}",
+        f"owed reloads:   {_listed(status.get('owed_reloads'))}",
+        f"last success:   {_when(status.get('last_success_at'), now)}",
+        f"last failure:   {_when(status.get('last_failure_at'), now)}",
+        f"addresses:      {status.get('addresses', 'unknown')} applied (the guard's reference)",
+        f"queue:          {last.get('queue') or 'unknown'}",
+    ]
+    ping = status.get("last_ping")
+    if isinstance(ping, dict):
+        lines.append(f"last ping:      {ping.get('kind', '?')} "
+                     f"{'ok' if ping.get('ok') else 'FAILED'} {_when(ping.get('at'), now)}"
+                     + (f" ({ping['error']})" if ping.get("error") else ""))
+    else:
+        lines.append("last ping:      none recorded")
+    return "\n".join(lines)
