@@ -288,3 +288,43 @@ def test_evaluator(pattern: str, line: str, expected: bool) -> None:
 def test_evaluator_refuses_syntax_it_does_not_know(pattern: str) -> None:
     with pytest.raises(ValueError, match=r"subset|pattern|unterminated"):
         cwlogs.parse(pattern)
+
+
+# ── docs/runbook.md: every alert and alarm lands on a section ───────────────────────────────
+
+RUNBOOK = REPO / "docs" / "runbook.md"
+
+
+def github_anchor(heading: str) -> str:
+    """The id GitHub gives a Markdown heading: lower case, punctuation dropped, spaces to -."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def runbook_anchors() -> set[str]:
+    return {github_anchor(line.lstrip("#")) for line in RUNBOOK.read_text().splitlines()
+            if re.match(r"#{1,6} ", line)}
+
+
+def test_github_anchor() -> None:
+    assert github_anchor(" Heartbeat missed (Healthchecks ecs-reconfigure)") == \
+        "heartbeat-missed-healthchecks-ecs-reconfigure"
+
+
+def test_every_alert_links_to_a_runbook_section() -> None:
+    anchors = runbook_anchors()
+    links = [rule["annotations"]["runbook_url"] for rule in alerts()]
+    links += re.findall(r"Runbook: (docs/runbook\.md#[\w-]+)", tf_text())
+    assert len(links) == len(alerts()) + 2  # the two CloudWatch alarms
+    for link in links:
+        path, _, anchor = link.partition("#")
+        assert (REPO / path) == RUNBOOK and anchor in anchors, link
+
+
+def test_runbook_names_every_alert_and_its_own_links_resolve() -> None:
+    text = RUNBOOK.read_text()
+    for rule in alerts():
+        assert f"`{rule['alert']}`" in text, rule["alert"]
+    anchors = runbook_anchors()
+    internal = re.findall(r"\]\(#([^)]+)\)", text)
+    assert internal
+    assert set(internal) <= anchors, set(internal) - anchors
