@@ -19,24 +19,40 @@ RUN dnf install -y python3.11 python3.11-pip \
     && dnf clean all \
     && rm -rf /var/cache/dnf
 
-# supervisor is not in the AL2023 repositories (it is an EPEL package, and AL2023 has no
-# EPEL), so it comes from PyPI, pinned, into a venv of its own: nothing is pip-installed
-# into the dnf-managed system Python, and it shares no dependency with reconfigure.
-RUN python3.11 -m venv /opt/supervisor \
-    && /opt/supervisor/bin/pip install --no-cache-dir supervisor==4.3.0
-
 WORKDIR /src
+
+# Every Python package comes from a lock file with sha256 hashes (deploy/*.lock, made by
+# `uv pip compile --generate-hashes`; each file's header has the command): pip refuses a file
+# whose hash is not listed, and --no-deps means nothing the lock does not name is installed.
+# The locks hold wheels for both x86_64 and aarch64.
+COPY deploy/requirements.lock deploy/supervisor.lock deploy/build.lock deploy/
+
+# supervisor is not in the AL2023 repositories (it is an EPEL package, and AL2023 has no
+# EPEL), so it comes from PyPI into a venv of its own: nothing is pip-installed into the
+# dnf-managed system Python, and it shares no dependency with reconfigure.
+RUN python3.11 -m venv /opt/supervisor \
+    && /opt/supervisor/bin/pip install --no-cache-dir --require-hashes --no-deps \
+       -r deploy/supervisor.lock
+
+# reconfigure's runtime dependencies, before its own code so a code change keeps this layer.
+# The venv is made at the path it will run from, so its scripts' #! lines stay valid.
+RUN python3.11 -m venv /opt/reconfigure \
+    && /opt/reconfigure/bin/pip install --no-cache-dir --require-hashes --no-deps \
+       -r deploy/requirements.lock
+
 # What the wheel is made of: pyproject.toml names README.md as the readme, ships the package
 # and force-includes templates/ (tests/test_dockerfile.py checks this list against it).
 COPY pyproject.toml README.md ./
 COPY reconfigure/ reconfigure/
 COPY templates/ templates/
 
-# The wheel builds in an isolated environment with the hatchling pyproject.toml asks for.
-# The venv is made at the path it will run from, so its scripts' #! lines stay valid.
-RUN python3.11 -m pip wheel --no-cache-dir --no-deps --wheel-dir /dist . \
-    && python3.11 -m venv /opt/reconfigure \
-    && /opt/reconfigure/bin/pip install --no-cache-dir /dist/reconfigure-*.whl
+# The wheel builds with the locked hatchling from a throw-away venv (no build isolation, which
+# would fetch an unpinned hatchling), then goes into the venv alone: its dependencies are
+# already there from the lock.
+RUN python3.11 -m venv /tmp/build \
+    && /tmp/build/bin/pip install --no-cache-dir --require-hashes --no-deps -r deploy/build.lock \
+    && /tmp/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /dist . \
+    && /opt/reconfigure/bin/pip install --no-cache-dir --no-deps /dist/reconfigure-*.whl
 
 # ── the base image ──────────────────────────────────────────────────────────────────────────
 FROM ${BASE_IMAGE}

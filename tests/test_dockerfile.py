@@ -200,3 +200,86 @@ def test_image_supervisord_conf_runs_the_program_file(tmp_path: Path) -> None:
     assert options.nodaemon is True
     [group] = options.process_group_configs
     assert [p.command for p in group.process_configs] == [program_section()["command"]]
+
+
+def pip_commands(parsed: list[Instruction]) -> list[tuple[int, list[str]]]:
+    """(index of the RUN, argv) of every `pip install` / `pip wheel` in a RUN."""
+    found = []
+    for index, instruction in enumerate(parsed):
+        if instruction.keyword != "RUN":
+            continue
+        for command in instruction.args.split("&&"):
+            argv = shlex.split(command)
+            if argv[1:3] == ["-m", "pip"]:  # python -m pip ...: the same pip
+                argv = [f"{argv[0]} -m pip", *argv[3:]]
+            if len(argv) >= 2 and Path(argv[0].split()[0]).name.startswith(("pip", "python")) \
+                    and argv[1] in ("install", "wheel"):
+                found.append((index, argv))
+    return found
+
+
+def copied_paths(parsed: list[Instruction], before: int) -> set[str]:
+    """Container paths of the single files COPYed from the context in the stage of
+    instruction `before`, ahead of it (relative destinations resolved against WORKDIR)."""
+    stage = parsed[before].stage
+    workdir = "/"
+    paths: set[str] = set()
+    for instruction in parsed[:before]:
+        if instruction.stage != stage:
+            continue
+        if instruction.keyword == "WORKDIR":
+            workdir = str(Path(workdir, instruction.args))
+        elif instruction.keyword == "COPY":
+            flags, sources, destination = copy_parts(instruction.args)
+            if "from" in flags:
+                continue
+            target = Path(workdir, destination)
+            for source in sources:
+                if (REPO / source).is_file():
+                    multiple = len(sources) > 1 or destination.endswith("/")
+                    paths.add(str(target / Path(source).name if multiple else target))
+    return paths
+
+
+def workdir_at(parsed: list[Instruction], index: int) -> str:
+    workdir = "/"
+    for instruction in parsed[:index]:
+        if instruction.stage == parsed[index].stage and instruction.keyword == "WORKDIR":
+            workdir = str(Path(workdir, instruction.args))
+    return workdir
+
+
+def test_every_pip_install_is_hash_locked() -> None:
+    """pip installs only from a hashed lock file copied in beforehand (each package exactly as
+    locked, nothing else pulled in), or the project's own wheel without its dependencies."""
+    parsed = instructions(DOCKERFILE.read_text())
+    commands = pip_commands(parsed)
+    installs = [(i, argv) for i, argv in commands if argv[1] == "install"]
+    assert len(installs) >= 4
+    locks_used = set()
+    for index, argv in installs:
+        assert "--no-deps" in argv and "--no-cache-dir" in argv, argv
+        if "-r" in argv:
+            assert "--require-hashes" in argv, argv
+            lock = argv[argv.index("-r") + 1]
+            in_image = str(Path(workdir_at(parsed, index), lock))
+            assert in_image in copied_paths(parsed, index), f"{lock} not copied before use"
+            assert (REPO / lock).is_file() and lock.endswith(".lock"), lock
+            locks_used.add(lock)
+        else:
+            [target] = [a for a in argv[2:] if not a.startswith("-")]
+            assert re.fullmatch(r"/dist/reconfigure-\*\.whl", target), argv
+    assert locks_used == {"deploy/requirements.lock", "deploy/supervisor.lock",
+                          "deploy/build.lock"}
+
+
+def test_wheel_builds_with_the_locked_backend() -> None:
+    """Build isolation would fetch an unpinned hatchling: the build uses the locked one."""
+    parsed = instructions(DOCKERFILE.read_text())
+    wheels = [argv for _, argv in pip_commands(parsed) if argv[1] == "wheel"]
+    assert len(wheels) == 1
+    [argv] = wheels
+    assert "--no-build-isolation" in argv and "--no-deps" in argv
+    pip = Path(argv[0])
+    assert any(Path(a[0]) == pip and "-r" in a and a[a.index("-r") + 1] == "deploy/build.lock"
+               for _, a in pip_commands(parsed)), "the wheel's pip has no locked backend"
