@@ -1,5 +1,5 @@
 """`python -m reconfigure` is the console script."""
 
-from reconfigure.cli import main
+from reconfigure.entry import main
 
 raise SystemExit(main())

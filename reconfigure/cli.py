@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reconfigure.settings import SettingsError, from_env
+from reconfigure.settings import Settings, SettingsError, from_env
 from reconfigure.tiers import TIERS
 
 if TYPE_CHECKING:
@@ -101,12 +101,11 @@ def _write_or_diff(rendered: Rendered, root: Path, *, diff: bool) -> list[str]:
     return report
 
 
-def render_command(args: argparse.Namespace, env: dict[str, str]) -> int:
+def render_command(args: argparse.Namespace, settings: Settings) -> int:
     from reconfigure import log  # noqa: PLC0415
     from reconfigure.render import RenderOptions, render_tier  # noqa: PLC0415
     from reconfigure.tree import TreeBuilder  # noqa: PLC0415
 
-    settings = from_env({**env, "TIER": args.tier}, need_aws=args.scan_file is None)
     builder = TreeBuilder()
     if args.scan_file is not None:
         from reconfigure.scanfile import load_items  # noqa: PLC0415
@@ -142,56 +141,48 @@ def _status_settings(env: dict[str, str]) -> tuple[Path, float]:
     return settings.path(settings.status_file), settings.interval
 
 
-def health_command(env: dict[str, str]) -> int:
-    """For the container HEALTHCHECK: standard library only, exit 0 or 1 (never 2, which
-    Docker reserves)."""
-    import time  # noqa: PLC0415
-
-    from reconfigure import status  # noqa: PLC0415
-
-    path, interval = _status_settings(env)
-    healthy, message = status.health(status.load(path), now=time.time(), interval=interval)
-    print(message)
-    return 0 if healthy else 1
-
-
 def status_command(args: argparse.Namespace, env: dict[str, str]) -> int:
     """The last cycle for a person (`--json`: the status file as it is)."""
     import json  # noqa: PLC0415
     import time  # noqa: PLC0415
 
-    from reconfigure import status  # noqa: PLC0415
+    from reconfigure import health, status  # noqa: PLC0415
 
     path, interval = _status_settings(env)
-    current = status.load(path)
+    current = health.load(path)
     if args.json:
         print(json.dumps(current, indent=1, sort_keys=True))
     else:
         print(status.describe(current, now=time.time(), interval=interval, path=path))
-    return 0 if status.health(current, now=time.time(), interval=interval)[0] else 1
+    return 0 if health.verdict(current, now=time.time(), interval=interval)[0] else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     env = dict(os.environ)
-    if args.command in ("health", "status"):
+    if args.command == "health":
+        from reconfigure import health  # noqa: PLC0415
+
+        return health.main(env)
+    if args.command == "status":
         try:
-            return health_command(env) if args.command == "health" \
-                else status_command(args, env)
+            return status_command(args, env)
         except SettingsError as error:
             print(f"reconfigure: {error}", file=sys.stderr)
             return 1
     from reconfigure import log  # noqa: PLC0415
     from reconfigure.rows import ScanFormatError  # noqa: PLC0415
 
-    log.configure(sys.stderr if args.command == "render" else sys.stdout)
     try:
         if args.command == "render":
-            return render_command(args, env)
+            settings = from_env({**env, "TIER": args.tier}, need_aws=args.scan_file is None)
+            log.configure(sys.stderr, level=settings.log_level, tier=settings.tier)
+            return render_command(args, settings)
+        settings = from_env(env)
+        log.configure(sys.stdout, level=settings.log_level, tier=settings.tier)
         # boto3 and requests are imported only by the commands that talk to AWS.
         from reconfigure import app  # noqa: PLC0415
 
-        settings = from_env(env)
         commands = {
             "once": lambda: app.once(settings, force=args.force, timeout=args.timeout),
             "users": lambda: app.users(settings, timeout=args.timeout),

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconfigure import apply, commands, guard, log, status, table
+from reconfigure import apply, commands, guard, health, log, status, table
 from reconfigure.aws import Aws, Cancelled, DeadlineExceeded, bounded, describe
 from reconfigure.heartbeat import Cycle as HeartbeatCycle
 from reconfigure.heartbeat import Heartbeat
@@ -19,7 +19,7 @@ from reconfigure.metrics import Metrics
 from reconfigure.reload import Reloader, ReloadFailed
 from reconfigure.render import RenderOptions, render_tier
 from reconfigure.report import CycleReport, log_fields
-from reconfigure.rows import ATTRIBUTES
+from reconfigure.rows import ATTRIBUTES, Skipped
 from reconfigure.settings import Settings
 from reconfigure.tiers import TIERS
 from reconfigure.tree import TreeBuilder, count_addresses
@@ -46,6 +46,10 @@ class Cycler:
     reloader: Reloader | None = None
     metrics: Metrics | None = None
     queue: str = ""  # the trigger source, for the report: "shared", "private", "periodic"
+    # What was already logged, so a bad row or a refused user is one warning when it
+    # appears, not one every 15 minutes; the cycle's summary line carries the counts.
+    _skipped_seen: frozenset[Skipped] = frozenset()
+    _refusals_seen: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if self.reloader is None:
@@ -80,7 +84,9 @@ class Cycler:
         report.rows, report.skipped = builder.rows, len(builder.skipped)
         report.skipped_by_rule = dict(Counter(s.rule for s in builder.skipped))
         for row in builder.skipped:
-            logger.warning("row skipped", address=row.address, rule=row.rule)
+            if row not in self._skipped_seen:
+                logger.warning("row skipped", address=row.address, rule=row.rule)
+        self._skipped_seen = frozenset(builder.skipped)
         if users is not None:
             self._sync_users(report, users)
         rendered = render_tier(tier, builder.tree,
@@ -90,7 +96,7 @@ class Cycler:
             logger.warning("duplicate map key dropped", path=line.path, line=line.line)
         addresses = count_addresses(builder.tree)
         # Read fresh every cycle: `once --force` in another process may have moved it.
-        recorded = status.load(self.status_path).get("addresses")
+        recorded = health.load(self.status_path).get("addresses")
         guard.check(addresses, guard.reference(recorded, tier, settings.root),
                     settings.max_shrink_percent, force=force)
         changes = apply.plan(tier, rendered, settings.root)

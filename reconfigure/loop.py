@@ -51,7 +51,8 @@ class Daemon:
 
     def install_signal_handlers(self) -> None:
         def handler(signum: int, frame: FrameType | None) -> None:
-            log.get().info("stopping", signal=signal.Signals(signum).name)
+            # Only set events: logging here could wait forever on the lock of a log write
+            # the signal interrupted. The loop logs "stopping" when it notices.
             self.request_stop()
 
         signal.signal(signal.SIGTERM, handler)
@@ -88,6 +89,8 @@ class Daemon:
                     next_timer = self.clock() + self.interval
                 self._upkeep()
         finally:
+            if self.stop.is_set():
+                log.get().info("stopping")
             self.triggers.close(TEARDOWN_SECONDS)
         log.get().info("stopped")
 

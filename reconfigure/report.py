@@ -39,6 +39,7 @@ def log_fields(report: CycleReport) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "trigger": report.trigger, "messages": report.messages,
         "rows": report.rows, "skipped": report.skipped,
+        "skipped_by_rule": report.skipped_by_rule,
         "changed": report.changed, "reloads": report.reloads,
         "duration_ms": report.duration_ms, "aws_ms": report.aws_ms, "cpu_ms": report.cpu_ms,
     }

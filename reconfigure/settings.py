@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconfigure.files import under
+from reconfigure.health import DEFAULT_INTERVAL, DEFAULT_STATUS_FILE, INTERVAL_RANGE
 from reconfigure.tiers import TIERS
 
 _HOST_RE = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
@@ -60,6 +61,7 @@ class Settings:
     metrics_address: str
     orphan_queue_age: float
     read_deadline: float = 180.0  # a cycle that cannot read its sources by then fails
+    log_level: str = "info"
 
     def path(self, absolute: str) -> Path:
         """Where a container path lives under RECONFIGURE_ROOT."""
@@ -98,6 +100,14 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     return raw == "true"
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` (case-insensitive); the first is the default."""
+    raw = env.get(name, "").strip().lower() or choices[0]
+    if raw not in choices:
+        raise SettingsError(name, f"must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 def _required(env: Mapping[str, str], name: str) -> str:
     value = env.get(name, "").strip()
     if not value:
@@ -134,7 +144,7 @@ def from_env(env: Mapping[str, str], *, need_aws: bool = True) -> Settings:
         relay_host=relay_host,
         sinkhole_enabled=env.get("SINKHOLE_ENABLED", "") == "true",
         sqs_queue_url=env.get("SQS_QUEUE_URL", "").strip() or None,
-        interval=_number(env, "RECONFIGURE_INTERVAL", 900, 1, 86400),
+        interval=_number(env, "RECONFIGURE_INTERVAL", DEFAULT_INTERVAL, *INTERVAL_RANGE),
         ping_url=ping_url if ping_url.startswith(("http://", "https://")) else None,
         cognito_pool_id=env.get("COGNITO_POOL_ID", "").strip() or None,
         root=Path(env.get("RECONFIGURE_ROOT", "").strip() or "/"),
@@ -154,14 +164,14 @@ def from_env(env: Mapping[str, str], *, need_aws: bool = True) -> Settings:
         or "/var/run/sendmail.pid",
         opendkim_pid_file=env.get("RECONFIGURE_OPENDKIM_PID_FILE", "").strip()
         or "/var/run/opendkim/opendkim.pid",
-        status_file=env.get("RECONFIGURE_STATUS_FILE", "").strip()
-        or "/var/lib/reconfigure/status.json",
+        status_file=env.get("RECONFIGURE_STATUS_FILE", "").strip() or DEFAULT_STATUS_FILE,
         sns_topic_arn=_topic_arn(env),
         orphan_queue_age=_number(env, "RECONFIGURE_ORPHAN_QUEUE_AGE", 3600, 1, 30 * 86400),
         metrics_port=int(_number(env, "RECONFIGURE_METRICS_PORT", 0, 1, 65535, integer=True))
         or None,
         metrics_address=env.get("RECONFIGURE_METRICS_ADDRESS", "").strip() or "0.0.0.0",  # noqa: S104 - scraped from outside the container
         read_deadline=_number(env, "RECONFIGURE_READ_DEADLINE", 180, 5, 3600),
+        log_level=_choice(env, "RECONFIGURE_LOG_LEVEL", ("info", "debug", "warning", "error")),
     )
 
 

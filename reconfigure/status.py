@@ -1,5 +1,6 @@
-"""The status file: the last cycles' outcome, for `reconfigure health`, operators and the
-mass-deletion guard (which needs the address count of the last applied render)."""
+"""The status file: the last cycles' outcome, for `reconfigure health` and `status`,
+operators and the mass-deletion guard (the address count of the last applied render).
+Reading it and the health verdict live in `health.py`, which must stay tiny."""
 
 from __future__ import annotations
 
@@ -10,16 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from reconfigure.files import atomic_write
+from reconfigure.health import load, verdict
 from reconfigure.report import CycleReport
-
-
-def load(path: Path) -> dict[str, Any]:
-    """The last status, or {} when there is none or it is unreadable (never fatal)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def record(path: Path, report: CycleReport, *, addresses: int | None,
@@ -43,20 +36,6 @@ def record(path: Path, report: CycleReport, *, addresses: int | None,
     return status
 
 
-def health(status: dict[str, Any], *, now: float, interval: float) -> tuple[bool, str]:
-    """Healthy when the last cycle succeeded and it is at most two fallback periods old."""
-    last_success = status.get("last_success_at")
-    last_cycle = status.get("last_cycle")
-    if not isinstance(last_success, int | float) or not isinstance(last_cycle, dict):
-        return False, "no successful cycle yet"
-    if not last_cycle.get("ok", False):
-        return False, f"last cycle failed: {status.get('last_error')}"
-    age = now - last_success
-    if age > 2 * interval:
-        return False, f"last success {age:.0f} s ago (limit {2 * interval:.0f} s)"
-    return True, f"ok: last success {age:.0f} s ago"
-
-
 def _when(stamp: object, now: float) -> str:
     if not isinstance(stamp, int | float):
         return "never"
@@ -74,11 +53,11 @@ def describe(status: dict[str, Any], *, now: float, interval: float, path: Path)
         return f"no status yet ({path} missing or unreadable): no cycle has finished"
     last = status.get("last_cycle") if isinstance(status.get("last_cycle"), dict) else {}
     assert isinstance(last, dict)
-    healthy, verdict = health(status, now=now, interval=interval)
+    healthy, why = verdict(status, now=now, interval=interval)
     rules = last.get("skipped_by_rule") or {}
     lines = [
         f"tier:           {status.get('tier', '?')} on {last.get('host', '?')}",
-        f"health:         {'healthy' if healthy else 'UNHEALTHY'} ({verdict})",
+        f"health:         {'healthy' if healthy else 'UNHEALTHY'} ({why})",
         f"last cycle:     {_when(last.get('at'), now)}, trigger {last.get('trigger', '?')}, "
         f"{'ok' if last.get('ok') else 'FAILED'} in {last.get('duration_ms', '?')} ms",
     ]

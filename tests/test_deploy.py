@@ -17,7 +17,7 @@ from typing import Any, cast
 import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML, a moto dependency; no stubs installed
 
-from tests import cwlogs
+from tests.support import cwlogs
 
 REPO = Path(__file__).resolve().parent.parent
 PROMETHEUS = REPO / "deploy" / "prometheus"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from reconfigure import status
+from reconfigure import health, status
 from reconfigure.report import CycleReport
 
 
@@ -47,7 +47,7 @@ def test_failed_last_cycle_is_unhealthy_and_recovers(tmp_path: Path) -> None:
     assert result.returncode == 1 and "AccessDenied" in result.stdout
     status.record(path, CycleReport("imap", "h", "timer"), addresses=3)
     assert run_health(tmp_path).returncode == 0
-    assert status.load(path)["failures"] == 1
+    assert health.load(path)["failures"] == 1
 
 
 @pytest.mark.parametrize("content", [None, "", "not json", "[]"])
@@ -57,3 +57,22 @@ def test_missing_or_broken_status_is_unhealthy(tmp_path: Path, content: str | No
         status_file(tmp_path).write_text(content)
     result = run_health(tmp_path)
     assert result.returncode == 1 and "no successful cycle" in result.stdout
+
+
+HEAVY = ("boto3", "botocore", "jinja2", "requests", "structlog", "tenacity")
+
+
+@pytest.mark.parametrize("command", ["health", "status"])
+def test_health_and_status_load_the_standard_library_only(tmp_path: Path, command: str) -> None:
+    """They run every minute in the container: no AWS, template or logging libraries."""
+    probe = (
+        "import sys\n"
+        "from reconfigure.cli import main\n"
+        f"code = main([{command!r}])\n"
+        f"loaded = sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})\n"
+        "print('LOADED', loaded)\n"
+    )
+    env = {**os.environ, "RECONFIGURE_ROOT": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                            text=True, timeout=30, check=False)
+    assert "LOADED []" in result.stdout, result.stdout + result.stderr

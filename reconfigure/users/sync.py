@@ -57,15 +57,19 @@ def account_commands(planned: Planned, *, root: Path, useradd: Sequence[str],
 
 
 class _Outcome:
-    """Collects the result and logs each refusal, failure and creation as one line."""
+    """Collects the result and logs each refusal, failure and creation as one line; a
+    refusal already in `reported` (logged by an earlier pass) is counted, not logged."""
 
-    def __init__(self) -> None:
+    def __init__(self, reported: set[str] | None = None) -> None:
         self.result = UserSyncResult()
         self.logger = log.get()
+        self.reported = reported
 
     def refuse(self, name: str, rule: str) -> None:
-        self.logger.error("user refused", user=show(name), rule=rule)
-        self.result.refused.append(f"{show(name)}: {rule}")
+        line = f"{show(name)}: {rule}"
+        if self.reported is None or line not in self.reported:
+            self.logger.error("user refused", user=show(name), rule=rule)
+        self.result.refused.append(line)
 
     def fail(self, name: str, error: str) -> None:
         self.logger.error("user sync failed", user=name, error=error)
@@ -140,15 +144,17 @@ def _ensure_homes(ready: Sequence[Planned], outcome: _Outcome, *, root: Path,
 def sync_users(users: Iterable[CognitoUser], *, root: Path, useradd: Sequence[str],
                groupadd: Sequence[str], timeout: float, procmailrc: Path,
                run: commands.Runner = commands.run,
-               stop: threading.Event | None = None) -> UserSyncResult:
+               stop: threading.Event | None = None,
+               reported: set[str] | None = None) -> UserSyncResult:
     """Add the missing accounts and per-home directories; refuse what breaks a rule.
 
     Idempotent and cheap when nothing is missing: one read of passwd and group, a few
     stat calls per home, no process. One user's failure never stops the others. Raises
     OSError only when the account database itself cannot be read, commands.Stopped when
-    `stop` is set.
+    `stop` is set. `reported`, if given, is the set of refusals already logged; it is
+    updated to this pass's refusals.
     """
-    outcome = _Outcome()
+    outcome = _Outcome(reported)
     plan = plan_users(users, read_account_db(root))
     for name, rule in plan.refused:
         outcome.refuse(name, rule)
@@ -157,6 +163,9 @@ def sync_users(users: Iterable[CognitoUser], *, root: Path, useradd: Sequence[st
     ready.extend(planned for planned in plan.to_create if _create(planned, outcome, tools))
     if ready:
         _ensure_homes(ready, outcome, root=root, procmailrc=procmailrc)
+    if reported is not None:
+        reported.clear()
+        reported.update(outcome.result.refused)
     return outcome.result
 
 
