@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import unicodedata
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -93,6 +96,48 @@ def test_user_with_32_characters_and_dots_is_valid() -> None:
 def test_too_many_accounts_for_one_map_line() -> None:
     user = "/".join(f"user{i:04d}" for i in range(200))
     assert "1023 bytes" in skipped_rule(item("u", "example.com", user, "s"))
+
+
+def test_sub_tld_of_253_characters_is_the_longest() -> None:
+    tld = "example.com"
+    longest = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * (253 - 3 * 64 - 1 - len(tld))])
+    assert len(f"{longest}.{tld}") == 253
+    assert isinstance(validate(item("u", tld, "alice", longest)), Address)
+    assert skipped_rule(item("u", tld, "alice", longest + "e")) == (
+        "subdomain: sub.tld longer than 253 characters")
+
+
+def virtusertable_row(line_bytes: int) -> dict[str, object]:
+    """A row whose virtusertable line is `line_bytes` long without its newline."""
+    username = "\U0001f600" * 64  # 256 bytes in UTF-8
+    head = f"{username}@s.example.com\t"
+    size = line_bytes - len(head.encode())
+    accounts: list[str] = []
+    while size > 32:
+        accounts.append(f"u{len(accounts):030d}")
+        size -= 32
+    user = "/".join([*accounts, "v" * size])
+    assert len(head.encode()) + len(user) == line_bytes
+    return item(username, "example.com", user, "s")
+
+
+def test_virtusertable_line_of_1022_bytes_plus_newline_is_the_longest(tmp_path: Path) -> None:
+    """makemap's real limit: a line and its newline within 1023 bytes."""
+    longest = virtusertable_row(1022)
+    assert isinstance(validate(longest), Address)
+    assert "1023 bytes" in skipped_rule(virtusertable_row(1023))
+    data = render([longest], "imap").files["/etc/mail/virtusertable"]
+    assert len(data) == 1023
+    (tmp_path / "cf").write_text("# empty\n")
+    done = subprocess.run([shutil.which("makemap") or "/usr/sbin/makemap", "-C",
+                           str(tmp_path / "cf"), "hash", str(tmp_path / "v")],
+                          input=data, capture_output=True, check=False, timeout=30)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run([shutil.which("makemap") or "/usr/sbin/makemap", "-C",
+                           str(tmp_path / "cf"), "hash", str(tmp_path / "w")],
+                          input=data[:-1] + b"x\n", capture_output=True, check=False,
+                          timeout=30)
+    assert done.returncode == 65 and b"line too long" in done.stderr
 
 
 @pytest.mark.parametrize("name", ["tld", "subdomain", "username", "user"])
