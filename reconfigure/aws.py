@@ -21,7 +21,7 @@ import botocore.exceptions
 import tenacity
 
 from reconfigure import log
-from reconfigure.rows import Address, Skipped, validate
+from reconfigure.rows import ATTRIBUTES, Address, Skipped, validate
 from reconfigure.settings import Settings
 from reconfigure.tree import TreeBuilder
 
@@ -34,7 +34,7 @@ _THROTTLING = frozenset({
     "LimitExceededException",
 })
 _NETWORK_ERRORS = (botocore.exceptions.HTTPClientError, botocore.exceptions.ConnectionError)
-_USED_ATTRIBUTES = ("address", "tld", "subdomain", "username", "user")
+_USED_ATTRIBUTES = ATTRIBUTES  # what rows.validate reads, RequestTime included
 
 
 class Cancelled(Exception):

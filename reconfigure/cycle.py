@@ -86,7 +86,8 @@ class Cycler:
         rendered = render_tier(tier, builder.tree, settings.render_options())
         report.dropped_lines = len(rendered.dropped)
         for line in rendered.dropped:
-            logger.warning("duplicate map key dropped", path=line.path, line=line.line)
+            logger.warning("duplicate map key dropped", path=line.path, line=line.line,
+                           kept=line.kept)
         addresses = self._guard(builder.tree, force=force)
         changes = apply.plan(tier, rendered, settings.root)
         aliases = apply.aliases_change(tier, rendered, settings.root)

@@ -67,13 +67,19 @@ class ScanFormatError(ValueError):
     """The scan document as a whole is unusable (not a single bad row)."""
 
 
+# What the validator reads from a scan item: the DynamoDB scan projects only these.
+ATTRIBUTES = ("address", "tld", "subdomain", "username", "user", "RequestTime")
+
+
 class Address(NamedTuple):
-    """One valid row. `subdomain` is "" for a tld-level (legacy) address."""
+    """One valid row. `subdomain` is "" for a tld-level (legacy) address; `created` is its
+    `RequestTime` ("" without one: such a row counts as the oldest)."""
 
     tld: str
     subdomain: str
     username: str
     accounts: tuple[str, ...]
+    created: str = ""
 
 
 class Skipped(NamedTuple):
@@ -180,6 +186,17 @@ def _address_line_rule(username: str, domain_length: int, target_length: int) ->
     return f"username: {_LINE_RULE}"  # not with today's verbs and limits
 
 
+def _created(item: Mapping[str, object]) -> str:
+    """`RequestTime` only orders case variants of one address, so a row whose value is
+    not a string is kept (as the oldest, like a row without one) rather than skipped."""
+    value = item.get("RequestTime")
+    if type(value) is dict and len(value) == 1:
+        text = value.get("S")
+        if type(text) is str:
+            return text
+    return ""
+
+
 def _required(value: str | None, name: str) -> str:
     if value is None:
         raise _Invalid(f"{name}: missing")
@@ -206,4 +223,4 @@ def validate(item: Mapping[str, object]) -> Address | Skipped:
             raise _Invalid(rule)
     except _Invalid as invalid:
         return Skipped(_row_key(item), str(invalid))
-    return Address(tld, subdomain, username, accounts)
+    return Address(tld, subdomain, username, accounts, _created(item))

@@ -46,6 +46,10 @@ def rows(draw: st.DrawFn) -> Item:
     sub = draw(st.one_of(st.none(), st.just(""), NAMES))
     if sub is not None:
         row["subdomain"] = {"S": sub}
+    created = draw(st.one_of(st.none(), st.sampled_from(["", "2024-01-01T00:00:00", "2025"]),
+                             st.just({"N": "1"})))
+    if created is not None:
+        row["RequestTime"] = created if isinstance(created, dict) else {"S": created}
     for name in draw(st.lists(st.sampled_from(["tld", "username", "user"]), max_size=1)):
         row[name] = draw(st.sampled_from([{"N": "1"}, {"NULL": True}, None]))
     return row

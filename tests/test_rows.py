@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from reconfigure.rows import (
     _FORBIDDEN_IN_USERNAME,
+    ATTRIBUTES,
     Address,
     Skipped,
     validate,
@@ -29,6 +30,43 @@ def skipped_rule(row: dict[str, object]) -> str:
 def test_valid_row() -> None:
     row = item("Bob.Smith+tag", "Example.COM", "carol/alice", "acme")
     assert validate(row) == Address("Example.COM", "acme", "Bob.Smith+tag", ("alice", "carol"))
+
+
+def test_request_time_is_carried_and_optional() -> None:
+    row = item("u", "example.com", "alice", RequestTime={"S": "2024-05-01T12:00:00.000000"})
+    assert validate(row) == Address("example.com", "", "u", ("alice",),
+                                    "2024-05-01T12:00:00.000000")
+    assert validate(item("u", "example.com", "alice")) == Address(
+        "example.com", "", "u", ("alice",), "")
+
+
+@pytest.mark.parametrize("value", [{"N": "1"}, {"NULL": True}, "plain", None, {"S": 5}])
+def test_a_request_time_of_another_type_keeps_the_row_as_the_oldest(value: object) -> None:
+    result = validate(item("u", "example.com", "alice", RequestTime=value))
+    assert isinstance(result, Address) and result.created == ""
+
+
+def test_the_scan_projects_every_attribute_the_validator_reads() -> None:
+    """A spy item records what validate reads; the projection must hold all of it."""
+    read: set[str] = set()
+
+    class Spy(dict[str, object]):
+        def get(self, key: str, default: object = None) -> object:
+            read.add(key)
+            return super().get(key, default)
+
+        def __getitem__(self, key: str) -> object:
+            read.add(key)
+            return super().__getitem__(key)
+
+        def __contains__(self, key: object) -> bool:
+            read.add(str(key))
+            return super().__contains__(key)
+
+    validate(Spy(item("u", "example.com", "alice", "s", RequestTime={"S": "2024"})))
+    validate(Spy(item("a b", "example.com", "alice", "s")))
+    assert read <= set(ATTRIBUTES)
+    assert set(ATTRIBUTES) == {"address", "tld", "subdomain", "username", "user", "RequestTime"}
 
 
 def test_non_ascii_username_is_kept_unchanged() -> None:
