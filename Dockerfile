@@ -26,8 +26,8 @@ RUN python3.11 -m venv /opt/supervisor \
     && /opt/supervisor/bin/pip install --no-cache-dir supervisor==4.3.0
 
 WORKDIR /src
-# What the wheel is made of: pyproject.toml names README.md as the readme, ships the package
-# and force-includes templates/ (tests/test_dockerfile.py checks this list against it).
+# What the wheel is made of: pyproject.toml names README.md as the readme and ships the
+# package, whose templates symlink leads to templates/ (tests/test_dockerfile.py checks this).
 COPY pyproject.toml README.md ./
 COPY reconfigure/ reconfigure/
 COPY templates/ templates/

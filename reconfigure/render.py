@@ -6,16 +6,11 @@ import functools
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import jinja2
 
 from reconfigure.tiers import Artifact, Tier
 from reconfigure.tree import Tree, address_losers, shared_aliases, sorted_view
-
-_PACKAGE_DIR = Path(__file__).resolve().parent
-# In a wheel the templates ship inside the package; in a checkout they sit at the top level.
-TEMPLATE_DIRS = (_PACKAGE_DIR / "templates", _PACKAGE_DIR.parent / "templates")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +37,10 @@ class Rendered:
 @functools.cache
 def environment() -> jinja2.Environment:
     """Strict and literal: a missing variable is an error, and nothing is escaped."""
-    search = [str(d) for d in TEMPLATE_DIRS if d.is_dir()]
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(search),
+        # The wheel ships them as reconfigure/templates; in a checkout that is a symlink
+        # to the top-level templates/ folder.
+        loader=jinja2.PackageLoader("reconfigure", "templates"),
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # noqa: S701 - sendmail maps, not HTML
         keep_trailing_newline=False,
