@@ -40,8 +40,8 @@ RUN python3.11 -m venv /opt/reconfigure \
     && /opt/reconfigure/bin/pip install --no-cache-dir --require-hashes --no-deps \
        -r deploy/requirements.lock
 
-# What the wheel is made of: pyproject.toml names README.md as the readme, ships the package
-# and force-includes templates/ (tests/test_dockerfile.py checks this list against it).
+# What the wheel is made of: pyproject.toml names README.md as the readme and ships the
+# package, whose templates symlink leads to templates/ (tests/test_dockerfile.py checks this).
 COPY pyproject.toml README.md ./
 COPY reconfigure/ reconfigure/
 COPY templates/ templates/

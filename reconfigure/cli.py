@@ -126,7 +126,8 @@ def render_command(args: argparse.Namespace, settings: Settings) -> int:
     rendered = render_tier(TIERS[settings.tier], builder.tree,
                            RenderOptions(settings.relay_host, settings.sinkhole_enabled))
     for line in rendered.dropped:
-        logger.warning("duplicate map key dropped", path=line.path, line=line.line)
+        logger.warning("duplicate map key dropped", path=line.path, line=line.line,
+                       kept=line.kept)
     report = _write_or_diff(rendered, args.root, diff=args.diff)
     if not args.diff:
         print(f"rows read: {builder.rows}, skipped: {len(builder.skipped)}")

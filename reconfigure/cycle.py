@@ -93,7 +93,8 @@ class Cycler:
                                RenderOptions(settings.relay_host, settings.sinkhole_enabled))
         report.dropped_lines = len(rendered.dropped)
         for line in rendered.dropped:
-            logger.warning("duplicate map key dropped", path=line.path, line=line.line)
+            logger.warning("duplicate map key dropped", path=line.path, line=line.line,
+                           kept=line.kept)
         addresses = count_addresses(builder.tree)
         # Read fresh every cycle: `once --force` in another process may have moved it.
         recorded = health.load(self.status_path).get("addresses")

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import jinja2
 
 from reconfigure.tiers import Artifact, Tier
-from reconfigure.tree import Tree, shared_aliases, sorted_view
-
-_PACKAGE_DIR = Path(__file__).resolve().parent
-# In a wheel the templates ship inside the package; in a checkout they sit at the top level.
-TEMPLATE_DIRS = (_PACKAGE_DIR / "templates", _PACKAGE_DIR.parent / "templates")
+from reconfigure.tree import Tree, address_losers, shared_aliases, sorted_view
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,10 +21,11 @@ class RenderOptions:
 
 @dataclass(frozen=True, slots=True)
 class DroppedLine:
-    """A hash-map line left out because an earlier line has the same key for makemap."""
+    """A hash-map line left out because another line has the same key for makemap."""
 
     path: str
     line: str
+    kept: str  # the line that has the key
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +37,10 @@ class Rendered:
 @functools.cache
 def environment() -> jinja2.Environment:
     """Strict and literal: a missing variable is an error, and nothing is escaped."""
-    search = [str(d) for d in TEMPLATE_DIRS if d.is_dir()]
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(search),
+        # The wheel ships them as reconfigure/templates; in a checkout that is a symlink
+        # to the top-level templates/ folder.
+        loader=jinja2.PackageLoader("reconfigure", "templates"),
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # noqa: S701 - sendmail maps, not HTML
         keep_trailing_newline=False,
@@ -59,40 +57,62 @@ def _lines(text: str) -> list[str]:
 def map_keys(lines: list[str]) -> list[str]:
     """The key makemap stores for each line: up to the first blank, ASCII lower-cased
     (bytes.lower touches ASCII letters only, as makemap does); "" for a blank line."""
+    if not lines:
+        return []
     lowered = "\n".join(lines).encode().lower().decode().split("\n")
     return [line.split(None, 1)[0] if line else "" for line in lowered]
 
 
-def _unique_keys(path: str, lines: list[str], seen: set[str],
+def _unique_keys(path: str, lines: list[str], seen: dict[str, str],
                  dropped: list[DroppedLine]) -> list[str]:
-    """Drop each line whose key an earlier line already has: sendmail used the first."""
+    """Drop each line whose key an earlier line already has (`seen`: key → line)."""
     keys = map_keys(lines)
     fresh = set(keys)
     fresh.discard("")
-    if len(fresh) + keys.count("") == len(keys) and not fresh & seen:  # nothing to drop
-        seen |= fresh
+    if len(fresh) + keys.count("") == len(keys) and fresh.isdisjoint(seen):  # no duplicate
+        seen.update(zip(keys, lines, strict=True))
         return lines
     kept = []
     for line, key in zip(lines, keys, strict=True):
         if key:
             if key in seen:
-                dropped.append(DroppedLine(path, line))
+                dropped.append(DroppedLine(path, line, seen[key]))
                 continue
-            seen.add(key)
+            seen[key] = line
         kept.append(line)
     return kept
 
 
-def render_artifact(artifact: Artifact, context: Mapping[str, object],
-                    dropped: list[DroppedLine]) -> bytes:
-    """A file is its lines joined by \\n plus one final \\n; a template's `trailer`
-    (the sinkhole route) follows that final newline."""
+def _case_variant_lines(path: str, everything: list[str], kept: list[str],
+                        dropped: list[DroppedLine]) -> None:
+    """The lines of addresses that lost their key to an older case variant: those of
+    the rendering with every address that the rendering without the losers lacks."""
+    missing = Counter(everything)
+    missing.subtract(kept)
+    by_key = dict(zip(map_keys(kept), kept, strict=True))
+    for line, key in zip(everything, map_keys(everything), strict=True):
+        if missing[line] > 0:
+            missing[line] -= 1
+            dropped.append(DroppedLine(path, line, by_key.get(key, "")))
+
+
+def _module(artifact: Artifact, context: Mapping[str, object]) -> tuple[list[str], list[str]]:
     template = environment().get_template(artifact.template)
     module = template.make_module({**context, **artifact.params})
-    lines = _lines(str(module))
-    trailer = _lines(str(getattr(module, "trailer", "")))
+    return _lines(str(module)), _lines(str(getattr(module, "trailer", "")))
+
+
+def render_artifact(artifact: Artifact, context: Mapping[str, object],
+                    dropped: list[DroppedLine],
+                    everything: Mapping[str, object] | None = None) -> bytes:
+    """A file is its lines joined by \\n plus one final \\n; a template's `trailer`
+    (the sinkhole route) follows that final newline. `everything`: the context with the
+    addresses that `context` leaves out as case variants, to report their lines."""
+    lines, trailer = _module(artifact, context)
     if artifact.hash_map:
-        seen: set[str] = set()
+        if everything is not None:
+            _case_variant_lines(artifact.path, _module(artifact, everything)[0], lines, dropped)
+        seen: dict[str, str] = {}
         lines = _unique_keys(artifact.path, lines, seen, dropped)
         trailer = _unique_keys(artifact.path, trailer, seen, dropped)
     text = "\n".join(lines) + "\n" + "".join(line + "\n" for line in trailer)
@@ -100,12 +120,16 @@ def render_artifact(artifact: Artifact, context: Mapping[str, object],
 
 
 def render_tier(tier: Tier, tree: Tree, options: RenderOptions) -> Rendered:
+    """In the hash maps an address whose key an older case variant has is left out
+    (its domain lines stay); any other line whose key an earlier line has is dropped."""
+    losers = address_losers(tree)
     context: dict[str, object] = {
-        "tlds": sorted_view(tree),
+        "tlds": sorted_view(tree, losers),
         "aliases": shared_aliases(tree),
         "relay_host": options.relay_host,
         "sinkhole_enabled": options.sinkhole_enabled,
     }
+    everything = {**context, "tlds": sorted_view(tree)} if losers else None
     dropped: list[DroppedLine] = []
     files: dict[str, bytes] = {}
     cache: dict[tuple[str, tuple[tuple[str, object], ...], bool], bytes] = {}
@@ -113,6 +137,6 @@ def render_tier(tier: Tier, tree: Tree, options: RenderOptions) -> Rendered:
         # The same list feeds several class files: render it once.
         key = (artifact.template, tuple(sorted(artifact.params.items())), artifact.hash_map)
         if key not in cache:
-            cache[key] = render_artifact(artifact, context, dropped)
+            cache[key] = render_artifact(artifact, context, dropped, everything)
         files[artifact.path] = cache[key]
     return Rendered(files, dropped)

@@ -13,6 +13,8 @@ import unicodedata
 from collections.abc import Mapping
 from typing import NamedTuple
 
+from reconfigure.tiers import TIERS
+
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 # fullmatch (never `$`, which accepts a trailing newline); no IGNORECASE, under which
 # `[a-z]` would also match U+017F (long s) and U+212A (Kelvin).
@@ -21,12 +23,32 @@ _SUBDOMAIN_RE = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}")
 _ACCOUNT = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}"
 _ACCOUNT_RE = re.compile(_ACCOUNT)
 _ACCOUNTS_RE = re.compile(rf"{_ACCOUNT}(?:/{_ACCOUNT})*")
-MAX_TLD_LENGTH = 253
+MAX_DOMAIN_LENGTH = 253  # DNS's limit, for a tld and for a whole sub.tld
+MAX_TLD_LENGTH = MAX_DOMAIN_LENGTH
+MAX_RELAY_HOST_LENGTH = 253  # the mailertable's <H>; the settings refuse a longer one
 MAX_USERNAME_LENGTH = 64
-# makemap cuts longer lines into chunks that it parses as separate (broken) lines.
+# makemap reads each line into a 1024-byte buffer with its NUL: a line and its newline must
+# fit in 1023 bytes, else makemap exits 65 ("line too long") and the whole build fails.
 MAX_MAP_LINE_BYTES = 1023
-# The attributes `validate` reads: all a table scan needs to fetch.
-ATTRIBUTES = ("address", "tld", "subdomain", "username", "user")
+
+
+def _access_verbs(name: str) -> int:
+    """The longest `known`/`unknown` verb any tier's access map writes."""
+    return max(len(str(artifact.params[name]).encode()) for tier in TIERS.values()
+               for artifact in tier.artifacts if artifact.template == "access.j2")
+
+
+# What the hash-map lines of one row hold besides its names (the templates' shapes), in
+# bytes without the newline. Every name but the username is ASCII.
+#   virtusertable  `username@domain<TAB>target`         target: the accounts joined by `_`
+#   access         `To:username@domain<TAB>known`, `To:domain<TAB>unknown`, `To:tld<TAB>unknown`
+#   mailertable    `.tld<TAB>smtp:[<H>]`, `tld<TAB>smtp:[<H>]`
+_VIRTUSERTABLE_EXTRA = len("@\t")
+_ACCESS_ADDRESS_EXTRA = len("To:@\t") + _access_verbs("known")
+_ACCESS_DOMAIN_EXTRA = len("To:\t") + _access_verbs("unknown")
+_MAILERTABLE_EXTRA = len(".\tsmtp:[]") + MAX_RELAY_HOST_LENGTH
+_LINE_BUDGET = MAX_MAP_LINE_BYTES - 1  # the newline counts too
+_LINE_RULE = f"a map line over makemap's limit of {MAX_MAP_LINE_BYTES} bytes with its newline"
 
 # Every whitespace (str.isspace) and control (category Cc) code point lies below U+3001;
 # one character class is much faster than a per-character Python loop.
@@ -45,13 +67,19 @@ class ScanFormatError(ValueError):
     """The scan document as a whole is unusable (not a single bad row)."""
 
 
+# What the validator reads from a scan item: the DynamoDB scan projects only these.
+ATTRIBUTES = ("address", "tld", "subdomain", "username", "user", "RequestTime")
+
+
 class Address(NamedTuple):
-    """One valid row. `subdomain` is "" for a tld-level (legacy) address."""
+    """One valid row. `subdomain` is "" for a tld-level (legacy) address; `created` is its
+    `RequestTime` ("" without one: such a row counts as the oldest)."""
 
     tld: str
     subdomain: str
     username: str
     accounts: tuple[str, ...]
+    created: str = ""
 
 
 class Skipped(NamedTuple):
@@ -91,13 +119,21 @@ def _row_key(item: Mapping[str, object]) -> str:
 def _tld_rule(tld: str) -> str | None:
     if len(tld) > MAX_TLD_LENGTH or not _TLD_RE.fullmatch(tld):
         return "tld: not a domain name of two or more DNS labels"
+    if len(tld) + max(_MAILERTABLE_EXTRA, _ACCESS_DOMAIN_EXTRA) > _LINE_BUDGET:
+        return f"tld: {_LINE_RULE}"  # not with today's verbs and a 253-character tld
     return None
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _subdomain_rule(subdomain: str) -> str | None:
-    if subdomain and not _SUBDOMAIN_RE.fullmatch(subdomain):
-        return "subdomain: not one or more DNS labels"
+def _subdomain_rule(subdomain: str, tld: str) -> str | None:
+    """The rule `subdomain` breaks (for a tld that is valid itself)."""
+    if subdomain:
+        if not _SUBDOMAIN_RE.fullmatch(subdomain):
+            return "subdomain: not one or more DNS labels"
+        if len(subdomain) + 1 + len(tld) > MAX_DOMAIN_LENGTH:
+            return f"subdomain: sub.tld longer than {MAX_DOMAIN_LENGTH} characters"
+        if len(subdomain) + 1 + len(tld) + _ACCESS_DOMAIN_EXTRA > _LINE_BUDGET:
+            return f"subdomain: {_LINE_RULE}"  # not with today's verbs
     return None
 
 
@@ -129,6 +165,38 @@ def _accounts(user: str, shared: bool) -> tuple[str, ...] | str:
     return (user,)
 
 
+def longest_address_line(username: str, domain_length: int, target_length: int) -> int:
+    """Bytes (newline excluded) of the longest line an address adds to any tier's hash
+    maps: its virtusertable line or its access line. (Its domain lines are checked with
+    the domain: they are the same for every address under it.)"""
+    return (len(username.encode()) + domain_length
+            + max(_VIRTUSERTABLE_EXTRA + target_length, _ACCESS_ADDRESS_EXTRA))
+
+
+def _address_line_rule(username: str, domain_length: int, target_length: int) -> str | None:
+    # Each character is at most 4 bytes in UTF-8: most rows need no encoding at all.
+    chars = len(username) * 4 + domain_length + max(
+        _VIRTUSERTABLE_EXTRA + target_length, _ACCESS_ADDRESS_EXTRA)
+    if chars <= _LINE_BUDGET:
+        return None
+    if longest_address_line(username, domain_length, target_length) <= _LINE_BUDGET:
+        return None
+    if _VIRTUSERTABLE_EXTRA + target_length > _ACCESS_ADDRESS_EXTRA:
+        return f"user: too many accounts ({_LINE_RULE})"
+    return f"username: {_LINE_RULE}"  # not with today's verbs and limits
+
+
+def _created(item: Mapping[str, object]) -> str:
+    """`RequestTime` only orders case variants of one address, so a row whose value is
+    not a string is kept (as the oldest, like a row without one) rather than skipped."""
+    value = item.get("RequestTime")
+    if type(value) is dict and len(value) == 1:
+        text = value.get("S")
+        if type(text) is str:
+            return text
+    return ""
+
+
 def _required(value: str | None, name: str) -> str:
     if value is None:
         raise _Invalid(f"{name}: missing")
@@ -142,18 +210,17 @@ def validate(item: Mapping[str, object]) -> Address | Skipped:
         subdomain = _string(item, "subdomain") or ""
         username = _required(_string(item, "username"), "username")
         user = _required(_string(item, "user"), "user")
-        rule = _tld_rule(tld) or _subdomain_rule(subdomain) or _username_rule(username)
+        rule = (_tld_rule(tld) or _subdomain_rule(subdomain, tld)
+                or _username_rule(username))
         if rule is not None:
             raise _Invalid(rule)
         accounts = _accounts(user, bool(subdomain))
         if isinstance(accounts, str):
             raise _Invalid(accounts)
-        # The longest line a row makes is its virtusertable line, `user@sub.tld<TAB>a_b`:
-        # as many characters as these plus two, each at most 4 bytes in UTF-8.
-        chars = len(username) + len(subdomain) + len(tld) + len(user) + 2
-        if chars * 4 > MAX_MAP_LINE_BYTES and len(
-                f"{username}@{subdomain}.{tld}\t{user}".encode()) > MAX_MAP_LINE_BYTES:
-            raise _Invalid("user: too many accounts (map line over 1023 bytes)")
+        rule = _address_line_rule(username, len(subdomain) + 1 + len(tld) if subdomain
+                                  else len(tld), len(user))
+        if rule is not None:
+            raise _Invalid(rule)
     except _Invalid as invalid:
         return Skipped(_row_key(item), str(invalid))
-    return Address(tld, subdomain, username, accounts)
+    return Address(tld, subdomain, username, accounts, _created(item))

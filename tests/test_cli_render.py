@@ -127,3 +127,21 @@ def test_a_bad_row_among_good_ones_still_renders(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert (root / "etc/mail/virtusertable").read_text() == "ok@example.com\talice\n"
     assert "tld: not a DynamoDB string (S) attribute" in result.stderr
+
+
+def test_a_dropped_case_variant_is_logged_with_the_line_it_lost_to(tmp_path: Path) -> None:
+    path = tmp_path / "scan.json"
+    rows = [item("ADMIN", "example.com", "mallory", "s1", RequestTime={"S": "2025-01-01"}),
+            item("admin", "example.com", "alice", "s1", RequestTime={"S": "2024-01-01"})]
+    path.write_text(json.dumps({"Items": rows}))
+    root = tmp_path / "out"
+    result = run("render", "--tier", "imap", "--scan-file", str(path), "--root", str(root))
+    assert result.returncode == 0, result.stderr
+    assert (root / "etc/mail/virtusertable").read_text() == "admin@s1.example.com\talice\n"
+    warnings = [json.loads(line) for line in result.stderr.splitlines()]
+    assert {(w["event"], w["path"], w["line"], w["kept"]) for w in warnings} == {
+        ("duplicate map key dropped", "/etc/mail/virtusertable",
+         "ADMIN@s1.example.com\tmallory", "admin@s1.example.com\talice"),
+        ("duplicate map key dropped", "/etc/mail/access",
+         "To:ADMIN@s1.example.com\tOK", "To:admin@s1.example.com\tOK"),
+    }

@@ -129,6 +129,10 @@ def test_build_stage_copies_everything_the_wheel_needs() -> None:
     hatch = project["tool"]["hatch"]["build"]["targets"]["wheel"]
     needed = {"pyproject.toml", project["project"]["readme"], *hatch["packages"],
               *hatch.get("force-include", {})}
+    # What a symlink in a package leads to is packed too (templates/ by reconfigure/templates).
+    needed |= {str(path.resolve().relative_to(REPO)) for package in hatch["packages"]
+               for path in (REPO / package).rglob("*") if path.is_symlink()}
+    assert "templates" in needed
     copied: set[str] = set()
     for instruction in instructions(DOCKERFILE.read_text()):
         if instruction.stage == 0 and instruction.keyword == "COPY":

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import random
 import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
 
-from hypothesis import given, settings
+import pytest
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconfigure.rows import Skipped, validate
+from reconfigure.render import RenderOptions, render_tier
+from reconfigure.rows import MAX_MAP_LINE_BYTES, Skipped, longest_address_line, validate
 from reconfigure.tiers import IMAP_UNKNOWN, TIERS
+from reconfigure.tree import TreeBuilder
 from tests.support.items import RELAY, Item, render
+
+MAKEMAP = shutil.which("makemap") or "/usr/sbin/makemap"
 
 LABELS = st.sampled_from(["example", "Example", "EXAMPLE", "a", "x-1", "mail", "com", "org",
                           "\u017f", "\u212a", "-bad", "", "b\nc", "sinkhole", "test"])
@@ -37,6 +46,10 @@ def rows(draw: st.DrawFn) -> Item:
     sub = draw(st.one_of(st.none(), st.just(""), NAMES))
     if sub is not None:
         row["subdomain"] = {"S": sub}
+    created = draw(st.one_of(st.none(), st.sampled_from(["", "2024-01-01T00:00:00", "2025"]),
+                             st.just({"N": "1"})))
+    if created is not None:
+        row["RequestTime"] = created if isinstance(created, dict) else {"S": created}
     for name in draw(st.lists(st.sampled_from(["tld", "username", "user"]), max_size=1)):
         row[name] = draw(st.sampled_from([{"N": "1"}, {"NULL": True}, None]))
     return row
@@ -104,3 +117,146 @@ def test_rendering_ignores_the_order_of_non_colliding_rows(
     first, second = render(items, tier), render(shuffled, tier)
     assert first.files == second.files
     assert sorted(map(repr, first.dropped)) == sorted(map(repr, second.dropped))
+
+
+# ----- makemap must accept every rendered map, whatever the rows
+
+LONG_HOST = ".".join(["h" * 63] * 3 + ["i" * 61])  # 253 characters: the longest relay host
+
+
+def label_of(size: int) -> str:
+    return "l" * size
+
+
+def name_of_length(size: int) -> str:
+    """A valid dotted name of exactly `size` characters, of labels up to 63 long."""
+    labels = []
+    while size > 63:
+        take = min(63, size - 2)  # room for the dot and a label after it
+        labels.append("a" * take)
+        size -= take + 1
+    labels.append("b" * size)
+    return ".".join(labels)
+
+
+ANY_LABEL = st.one_of(
+    st.sampled_from(["a", "example", "Example", "x-1", "com"]),
+    st.integers(1, 63).map(label_of),
+    st.text(alphabet="aB0-", min_size=1, max_size=64),
+)
+# Lengths at and around the limits (63 per label, 253 per name, ~1000 per map line).
+SIZES = st.one_of(st.sampled_from([1, 62, 63, 64, 127, 200, 240, 241, 250, 251, 252, 253, 254]),
+                  st.integers(1, 300), st.integers(900, 1030))
+LONG_NAMES = st.one_of(
+    st.lists(ANY_LABEL, min_size=1, max_size=18).map(".".join),
+    SIZES.map(name_of_length),
+)
+LONG_USERNAMES = st.one_of(
+    st.text(min_size=1, max_size=64),
+    st.text(alphabet=st.characters(min_codepoint=0x10000, max_codepoint=0x1FFFF),
+            min_size=1, max_size=64),
+    st.integers(1, 64).map(lambda n: "\U0001f600" * n),
+    st.sampled_from(["bob", "Bob", "BOB", "ü", "a.b+c"]),
+)
+ACCOUNT_NAMES = st.one_of(st.sampled_from(["alice", "bob", "carol", "Zed", "_x"]),
+                          st.integers(1, 32).map(lambda n: "u" * n),
+                          st.text(alphabet="abcxyz09_.-", min_size=1, max_size=32))
+MANY_ACCOUNTS = st.lists(ACCOUNT_NAMES, min_size=1, max_size=40).map("/".join)
+
+
+def accounts_of_length(size: int) -> str:
+    """A `/`-separated list of valid accounts, `size` characters long (at least 1)."""
+    accounts = []
+    while size > 32:
+        take = min(32, size - 2)
+        accounts.append("u" * take)
+        size -= take + 1
+    accounts.append("v" * max(size, 1))
+    return "/".join(accounts)
+
+
+@st.composite
+def long_rows(draw: st.DrawFn) -> Item:
+    """Free-form rows, and rows whose longest line lands within a few bytes of the limit."""
+    tld = draw(st.one_of(st.sampled_from(["example.com", "Example.COM", "sinkhole.test"]),
+                         st.integers(3, 253).map(lambda n: name_of_length(n - 2) + ".x"),
+                         LONG_NAMES))
+    kind = draw(st.sampled_from(["free", "long domain", "long target"]))
+    username = draw(LONG_USERNAMES)
+    if kind == "long domain":  # `To:sub.tld<TAB>ERROR:4.2.0:450 ...` near the limit
+        sub: str | None = name_of_length(max(1, draw(st.integers(940, 1000)) - len(tld) - 1))
+        user = draw(ACCOUNT_NAMES)
+    elif kind == "long target":  # `user@sub.tld<TAB>a_b_c...` near the limit
+        sub = draw(st.sampled_from(["a", "mail", "x.y"]))
+        line = draw(st.integers(1000, 1030))
+        user = accounts_of_length(line - len(f"{username}@{sub}.{tld}\t".encode()))
+    else:
+        sub = draw(st.one_of(st.none(), st.just(""), st.sampled_from(["a", "mail"]),
+                             LONG_NAMES))
+        user = draw(MANY_ACCOUNTS) if sub else draw(ACCOUNT_NAMES)
+    row: Item = {
+        "address": {"S": "generated"},
+        "tld": {"S": tld},
+        "username": {"S": username},
+        "user": {"S": user},
+    }
+    if sub is not None:
+        row["subdomain"] = {"S": sub}
+    return row
+
+
+def makemap_errors(directory: Path, name: str, data: bytes) -> str:
+    """"" when makemap compiles `data`, else its exit status and complaints."""
+    source = directory / name
+    source.write_bytes(data)
+    with source.open("rb") as stdin:
+        done = subprocess.run([MAKEMAP, "-C", str(directory / "sendmail.cf"), "hash",
+                               str(directory / f"{name}.db")], stdin=stdin,
+                              capture_output=True, check=False, timeout=30)
+    # /tmp is world-writable, which makemap mentions without failing.
+    complaints = [line for line in done.stderr.decode(errors="replace").splitlines()
+                  if not line.startswith("WARNING: World writable directory")]
+    return "" if done.returncode == 0 and not complaints else (
+        f"exit {done.returncode}: {complaints[:5]}")
+
+
+@pytest.mark.timeout(60)
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.data_too_large])
+@given(st.lists(long_rows(), min_size=1, max_size=6), st.sampled_from([RELAY, LONG_HOST]),
+       st.booleans())
+def test_makemap_accepts_every_rendered_map(items: list[Item], relay: str, sink: bool) -> None:
+    builder = TreeBuilder()
+    builder.add(items)
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        (directory / "sendmail.cf").write_text("# empty: makemap needs no options from a cf\n")
+        for tier in TIERS.values():
+            files = render_tier(tier, builder.tree, RenderOptions(relay, sink)).files
+            for index, artifact in enumerate(tier.artifacts):
+                if artifact.hash_map:
+                    errors = makemap_errors(directory, f"{tier.name}-{index}",
+                                            files[artifact.path])
+                    assert not errors, (tier.name, artifact.path, errors)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(long_rows())
+def test_the_line_bound_is_the_longest_rendered_address_line(row: Item) -> None:
+    """The validator's arithmetic mirrors the templates: it equals what they render."""
+    address = validate(row)
+    if isinstance(address, Skipped):
+        return
+    builder = TreeBuilder()
+    builder.add([row])
+    longest = 0
+    for tier in TIERS.values():
+        files = render_tier(tier, builder.tree, RenderOptions(LONG_HOST, True)).files
+        for artifact in tier.artifacts:
+            if artifact.hash_map:
+                lines = [line for line in files[artifact.path].split(b"\n") if b"@" in line]
+                longest = max([longest, *map(len, lines)])
+    domain = f"{address.subdomain}.{address.tld}" if address.subdomain else address.tld
+    bound = longest_address_line(address.username, len(domain),
+                                 len("_".join(address.accounts)))
+    assert longest == bound < MAX_MAP_LINE_BYTES

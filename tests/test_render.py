@@ -141,19 +141,81 @@ def test_aliases_one_line_per_distinct_target_sorted() -> None:
     )
 
 
-def test_keys_differing_only_in_case_keep_the_first_line() -> None:
+def created(when: str) -> dict[str, str]:
+    return {"S": when}
+
+
+def test_case_variants_without_request_time_keep_the_code_point_first() -> None:
     rows = [item("bob", "example.com", "alice", "x"), item("Bob", "example.com", "carol", "x")]
     result = render(rows, "imap")
-    # "Bob" sorts first, so it is the line sendmail would have used.
     assert result.files["/etc/mail/virtusertable"] == b"Bob@x.example.com\tcarol\n"
     assert result.files["/etc/mail/access"].decode().count("@x.example.com") == 1
-    dropped = {(d.path, d.line) for d in result.dropped}
-    assert ("/etc/mail/virtusertable", "bob@x.example.com\talice") in dropped
-    assert ("/etc/mail/access", "To:bob@x.example.com\tOK") in dropped
+    assert {(d.path, d.line, d.kept) for d in result.dropped} == {
+        ("/etc/mail/virtusertable", "bob@x.example.com\talice", "Bob@x.example.com\tcarol"),
+        ("/etc/mail/access", "To:bob@x.example.com\tOK", "To:Bob@x.example.com\tOK"),
+    }
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("tier", ["imap", "smtp-in"])
+def test_a_later_case_variant_cannot_take_an_address_over(reverse: bool, tier: str) -> None:
+    rows = [item("admin", "example.com", "alice", "s1",
+                 RequestTime=created("2024-03-01T10:00:00.000000")),
+            item("ADMIN", "example.com", "mallory", "s1",
+                 RequestTime=created("2025-01-01T00:00:00.000000"))]
+    result = render(rows[::-1] if reverse else rows, tier)
+    files = {p: b.decode() for p, b in result.files.items()}
+    assert files["/etc/mail/virtusertable"] == "admin@s1.example.com\talice\n"
+    known = "OK" if tier == "imap" else "RELAY"
+    assert f"To:admin@s1.example.com\t{known}\n" in files["/etc/mail/access"]
+    assert "ADMIN" not in files["/etc/mail/access"]
+    assert [(d.path, d.line, d.kept) for d in result.dropped] == [
+        ("/etc/mail/access", f"To:ADMIN@s1.example.com\t{known}",
+         f"To:admin@s1.example.com\t{known}"),
+        ("/etc/mail/virtusertable", "ADMIN@s1.example.com\tmallory",
+         "admin@s1.example.com\talice"),
+    ]
+
+
+def test_a_row_without_request_time_is_the_oldest() -> None:
+    rows = [item("Admin", "example.com", "mallory", "s1",
+                 RequestTime=created("2000-01-01T00:00:00")),
+            item("admin", "example.com", "alice", "s1")]
+    assert text(rows, "imap", "/etc/mail/virtusertable") == "admin@s1.example.com\talice\n"
+
+
+def test_a_request_time_that_is_not_a_string_counts_as_none() -> None:
+    rows = [item("Admin", "example.com", "mallory", "s1",
+                 RequestTime=created("2000-01-01T00:00:00")),
+            item("admin", "example.com", "alice", "s1", RequestTime={"N": "1700000000"})]
+    assert text(rows, "imap", "/etc/mail/virtusertable") == "admin@s1.example.com\talice\n"
+
+
+def test_equal_request_times_go_to_the_code_point_first_line() -> None:
+    when = created("2024-01-01T00:00:00")
+    rows = [item("bob", "example.com", "alice", "x", RequestTime=when),
+            item("Bob", "example.com", "carol", "x", RequestTime=when)]
+    assert text(rows, "imap", "/etc/mail/virtusertable") == "Bob@x.example.com\tcarol\n"
+
+
+def test_case_variants_across_domains_written_differently() -> None:
+    """`sub.Example.com` and `Sub.example.com` are one domain for makemap."""
+    rows = [item("a", "Example.com", "new", "sub", RequestTime=created("2025")),
+            item("A", "example.com", "old", "Sub", RequestTime=created("2024"))]
+    result = render(rows, "imap")
+    files = {p: b.decode() for p, b in result.files.items()}
+    assert files["/etc/mail/virtusertable"] == "A@Sub.example.com\told\n"
+    # The domain lines keep the first in file order.
+    assert files["/etc/mail/access"] == (
+        f"To:sub.Example.com\t{T}\nTo:Example.com\t{T}\nTo:A@Sub.example.com\tOK\n"
+    )
+    assert ("/etc/mail/access", f"To:Sub.example.com\t{T}", f"To:sub.Example.com\t{T}") in {
+        (d.path, d.line, d.kept) for d in result.dropped}
 
 
 def test_name_both_tld_and_subdomain() -> None:
-    rows = [item("a", "mail.example.com", "alice"), item("a", "example.com", "bob", "mail")]
+    rows = [item("a", "mail.example.com", "alice", RequestTime=created("2025")),
+            item("a", "example.com", "bob", "mail", RequestTime=created("2024"))]
     result = render(rows, "imap")
     files = {p: b.decode() for p, b in result.files.items()}
     assert files["/etc/mail/virtusertable"] == "a@mail.example.com\tbob\n"
@@ -164,12 +226,16 @@ def test_name_both_tld_and_subdomain() -> None:
     assert files["/etc/mail/local-host-names"] == (
         "example.com\nmail.example.com\nmail.example.com\n"
     )
+    rows[0]["RequestTime"] = created("2023")
+    assert text(rows, "imap", "/etc/mail/virtusertable") == "a@mail.example.com\talice\n"
 
 
 def test_mailertable_case_duplicates_and_sinkhole_collision() -> None:
-    rows = [item("a", "Example.com", "x"), item("a", "example.com", "x"),
+    rows = [item("a", "example.com", "x", RequestTime=created("2024")),
+            item("a", "Example.com", "x", RequestTime=created("2025")),
             item("a", "sinkhole.test", "x")]
     out = text(rows, "smtp-out", "/etc/mail/mailertable", sinkhole=True)
+    # Domain keys: the first line in file order stays, whatever the rows' ages.
     assert out == (
         f".Example.com\tsmtp:[{RELAY}]\nExample.com\tsmtp:[{RELAY}]\n"
         f".sinkhole.test\tsmtp:[{RELAY}]\nsinkhole.test\tsmtp:[{RELAY}]\n"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import unicodedata
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -10,6 +13,7 @@ from hypothesis import strategies as st
 
 from reconfigure.rows import (
     _FORBIDDEN_IN_USERNAME,
+    ATTRIBUTES,
     Address,
     Skipped,
     validate,
@@ -26,6 +30,43 @@ def skipped_rule(row: dict[str, object]) -> str:
 def test_valid_row() -> None:
     row = item("Bob.Smith+tag", "Example.COM", "carol/alice", "acme")
     assert validate(row) == Address("Example.COM", "acme", "Bob.Smith+tag", ("alice", "carol"))
+
+
+def test_request_time_is_carried_and_optional() -> None:
+    row = item("u", "example.com", "alice", RequestTime={"S": "2024-05-01T12:00:00.000000"})
+    assert validate(row) == Address("example.com", "", "u", ("alice",),
+                                    "2024-05-01T12:00:00.000000")
+    assert validate(item("u", "example.com", "alice")) == Address(
+        "example.com", "", "u", ("alice",), "")
+
+
+@pytest.mark.parametrize("value", [{"N": "1"}, {"NULL": True}, "plain", None, {"S": 5}])
+def test_a_request_time_of_another_type_keeps_the_row_as_the_oldest(value: object) -> None:
+    result = validate(item("u", "example.com", "alice", RequestTime=value))
+    assert isinstance(result, Address) and result.created == ""
+
+
+def test_the_scan_projects_every_attribute_the_validator_reads() -> None:
+    """A spy item records what validate reads; the projection must hold all of it."""
+    read: set[str] = set()
+
+    class Spy(dict[str, object]):
+        def get(self, key: str, default: object = None) -> object:
+            read.add(key)
+            return super().get(key, default)
+
+        def __getitem__(self, key: str) -> object:
+            read.add(key)
+            return super().__getitem__(key)
+
+        def __contains__(self, key: object) -> bool:
+            read.add(str(key))
+            return super().__contains__(key)
+
+    validate(Spy(item("u", "example.com", "alice", "s", RequestTime={"S": "2024"})))
+    validate(Spy(item("a b", "example.com", "alice", "s")))
+    assert read <= set(ATTRIBUTES)
+    assert set(ATTRIBUTES) == {"address", "tld", "subdomain", "username", "user", "RequestTime"}
 
 
 def test_non_ascii_username_is_kept_unchanged() -> None:
@@ -93,6 +134,48 @@ def test_user_with_32_characters_and_dots_is_valid() -> None:
 def test_too_many_accounts_for_one_map_line() -> None:
     user = "/".join(f"user{i:04d}" for i in range(200))
     assert "1023 bytes" in skipped_rule(item("u", "example.com", user, "s"))
+
+
+def test_sub_tld_of_253_characters_is_the_longest() -> None:
+    tld = "example.com"
+    longest = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * (253 - 3 * 64 - 1 - len(tld))])
+    assert len(f"{longest}.{tld}") == 253
+    assert isinstance(validate(item("u", tld, "alice", longest)), Address)
+    assert skipped_rule(item("u", tld, "alice", longest + "e")) == (
+        "subdomain: sub.tld longer than 253 characters")
+
+
+def virtusertable_row(line_bytes: int) -> dict[str, object]:
+    """A row whose virtusertable line is `line_bytes` long without its newline."""
+    username = "\U0001f600" * 64  # 256 bytes in UTF-8
+    head = f"{username}@s.example.com\t"
+    size = line_bytes - len(head.encode())
+    accounts: list[str] = []
+    while size > 32:
+        accounts.append(f"u{len(accounts):030d}")
+        size -= 32
+    user = "/".join([*accounts, "v" * size])
+    assert len(head.encode()) + len(user) == line_bytes
+    return item(username, "example.com", user, "s")
+
+
+def test_virtusertable_line_of_1022_bytes_plus_newline_is_the_longest(tmp_path: Path) -> None:
+    """makemap's real limit: a line and its newline within 1023 bytes."""
+    longest = virtusertable_row(1022)
+    assert isinstance(validate(longest), Address)
+    assert "1023 bytes" in skipped_rule(virtusertable_row(1023))
+    data = render([longest], "imap").files["/etc/mail/virtusertable"]
+    assert len(data) == 1023
+    (tmp_path / "cf").write_text("# empty\n")
+    done = subprocess.run([shutil.which("makemap") or "/usr/sbin/makemap", "-C",
+                           str(tmp_path / "cf"), "hash", str(tmp_path / "v")],
+                          input=data, capture_output=True, check=False, timeout=30)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run([shutil.which("makemap") or "/usr/sbin/makemap", "-C",
+                           str(tmp_path / "cf"), "hash", str(tmp_path / "w")],
+                          input=data[:-1] + b"x\n", capture_output=True, check=False,
+                          timeout=30)
+    assert done.returncode == 65 and b"line too long" in done.stderr
 
 
 @pytest.mark.parametrize("name", ["tld", "subdomain", "username", "user"])

@@ -32,7 +32,7 @@ def test_installed_wheel_renders(tmp_path: Path) -> None:
     probe = subprocess.run(
         [str(venv / "bin/python"), "-c",
          "import reconfigure.render as r; print(r.__file__);"
-         " print(r.environment().loader.searchpath)"],
+         " print(r.environment().get_template('access.j2').filename)"],
         env=env, cwd=tmp_path, capture_output=True, text=True, check=True, timeout=60)
     assert str(venv) in probe.stdout and str(REPO) not in probe.stdout
     result = subprocess.run(
@@ -42,3 +42,13 @@ def test_installed_wheel_renders(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     virtusertable = (tmp_path / "out/etc/mail/virtusertable").read_text()
     assert virtusertable.splitlines()[1] == "shop@acme.example.com\talice_carol"
+
+
+def test_a_checkout_finds_the_template_sources_through_the_package() -> None:
+    """One copy of the templates: the package's templates folder is a link to them."""
+    link = REPO / "reconfigure" / "templates"
+    assert link.is_symlink() and link.resolve() == REPO / "templates"
+    from reconfigure.render import environment
+
+    filename = environment().get_template("access.j2").filename
+    assert filename is not None and Path(filename).resolve() == REPO / "templates/access.j2"
