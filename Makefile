@@ -12,7 +12,7 @@ DEBS   := sendmail-bin sendmail-cf m4 passwd util-linux opendkim opendkim-tools 
 export CERT_DOMAIN ?= cabal.example
 export IMAP_INTERNAL_HOST ?= imap.cabal.internal
 
-.PHONY: run render test lint deps bench clean
+.PHONY: run render test e2e lint deps bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ lint: $(STAMP)
 
 test: deps $(STAMP) lint
 	$(BIN)/pytest -q
+
+# Just the tier in a box (tests/e2e; `make test` runs them too): a real supervisord, sendmail,
+# opendkim and the daemon against moto, in private namespaces (root). -s prints the timings.
+e2e: deps $(STAMP)
+	$(BIN)/pytest -q -s tests/e2e
 
 bench: $(STAMP)
 	$(BIN)/python bench/render.py

@@ -103,11 +103,13 @@ def stage(changes: Sequence[Change], *, makemap: Sequence[str], timeout: float,
 
 
 def _settle_db(temp_db: Path, live_db: Path) -> None:
-    """Give a freshly built map the live map's mode, and make it durable before the swap."""
-    with contextlib.suppress(FileNotFoundError):
-        os.chmod(temp_db, live_db.stat().st_mode & 0o7777)
+    """Give a freshly built map the live map's owner, group and mode (a first map keeps
+    what makemap gave it), and make it durable before the swap."""
     fd = os.open(temp_db, os.O_RDONLY)
     try:
+        with contextlib.suppress(FileNotFoundError):
+            live = live_db.stat()
+            files.copy_owner(fd, live.st_uid, live.st_gid, live.st_mode & 0o7777)
         os.fsync(fd)
     finally:
         os.close(fd)

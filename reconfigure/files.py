@@ -31,24 +31,37 @@ def fsync_dir(directory: Path) -> None:
 
 
 def stage(path: Path, data: bytes) -> Path:
-    """Write `data` to a fresh temp file beside `path` (fsynced), with `path`'s mode."""
+    """Write `data` to a fresh temp file beside `path` (fsynced), owned like `path`.
+
+    A replaced file keeps the live file's owner, group and mode: opendkim reads its tables
+    as its own user after a reload, and a table turned root-only is one it silently stops
+    reading. A file created for the first time is 0644, owned by the daemon's user and group
+    (not the group a setgid directory such as Debian's /etc/mail would hand down).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        mode = path.stat().st_mode & 0o7777
+        live = path.stat()
+        owner, group, mode = live.st_uid, live.st_gid, live.st_mode & 0o7777
     except FileNotFoundError:
-        mode = DEFAULT_MODE
+        owner, group, mode = os.geteuid(), os.getegid(), DEFAULT_MODE
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     temp = Path(name)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fchmod(handle.fileno(), mode)
+            copy_owner(handle.fileno(), owner, group, mode)
             os.fsync(handle.fileno())
     except BaseException:
         discard(temp)
         raise
     return temp
+
+
+def copy_owner(fd: int, owner: int, group: int, mode: int) -> None:
+    """Owner and group first: a chown clears the set-id bits the mode may carry."""
+    os.fchown(fd, owner, group)
+    os.fchmod(fd, mode)
 
 
 def discard(temp: Path) -> None:

@@ -142,11 +142,22 @@ def test_build_stage_copies_everything_the_wheel_needs() -> None:
     assert needed <= copied, f"not copied into the build stage: {sorted(needed - copied)}"
 
 
+def linked(path: str, parsed: list[Instruction]) -> str:
+    """Where `path` leads through the final stage's `ln -s TARGET LINK` commands."""
+    links = {link: target for i in parsed if i.keyword == "RUN" and i.stage == final_stage(parsed)
+             for target, link in re.findall(r"ln -s (\S+) (\S+)", i.args)}
+    seen = set()
+    while path in links and path not in seen:
+        seen.add(path)
+        path = links[path]
+    return path
+
+
 def test_program_command_is_the_installed_console_script() -> None:
     text = DOCKERFILE.read_text()
     parsed = instructions(text)
     argv = shlex.split(program_section()["command"])
-    binary = Path(argv[0])
+    binary = Path(linked(argv[0], parsed))  # /usr/local/bin/reconfigure: a link into the venv
     assert argv[1:] == ["run"]
     assert binary.name == console_script()
     assert binary.parent.name == "bin"
@@ -168,7 +179,8 @@ def test_healthcheck_runs_the_same_binary() -> None:
     assert len(checks) == 1 and checks[0].stage == final_stage(parsed)
     _, _, exec_form = checks[0].args.partition("CMD ")
     argv = json.loads(exec_form)  # exec form: no shell between Docker and the daemon
-    assert argv == [shlex.split(program_section()["command"])[0], "health"]
+    command = shlex.split(program_section()["command"])[0]
+    assert argv == [linked(command, parsed), "health"]
 
 
 def image_supervisord_conf(parsed: list[Instruction]) -> tuple[str, str]:

@@ -73,10 +73,11 @@ def supervisor_environment(env: dict[str, str]) -> str:
 def test_program_section_settings() -> None:
     settings = program_settings()
     argv = shlex.split(settings["command"])
-    assert argv == ["/opt/reconfigure/bin/reconfigure", "run"]
+    assert argv == ["/usr/local/bin/reconfigure", "run"]
     assert settings["autorestart"] == "true"
     assert settings["stopsignal"] == "TERM"
-    assert settings["stopwaitsecs"] == "30"  # docs/design.md §6: exit 0 within supervisord's 30 s
+    assert settings["stopwaitsecs"] == "30"  # the daemon exits 0 well within supervisord's 30 s
+    assert settings["priority"] == "40"  # the tier images' own reconfigure program's
     assert int(settings["priority"]) > SENDMAIL_PRIORITY
     assert 1 <= int(settings["startsecs"]) <= 10
     assert settings["stdout_logfile"] == "/dev/fd/1"
@@ -97,12 +98,44 @@ def test_supervisor_parses_the_real_file(tmp_path: Path) -> None:
     [group] = options.process_group_configs
     [program] = group.process_configs
     assert (group.name, program.name) == ("reconfigure", "reconfigure")
-    assert program.command == "/opt/reconfigure/bin/reconfigure run"
+    assert program.command == "/usr/local/bin/reconfigure run"
     assert program.stopsignal == signal.SIGTERM
     assert program.stopwaitsecs == 30
     assert program.environment in (None, {})
     assert program.redirect_stderr is True
     assert program.autorestart is not False
+
+
+def test_the_image_installs_the_command() -> None:
+    """The stanza's command is where the Dockerfile links the venv's console script."""
+    command = shlex.split(program_settings()["command"])[0]
+    links = re.findall(r"ln -s (\S+) (\S+)", (REPO / "Dockerfile").read_text())
+    assert ("/opt/reconfigure/bin/reconfigure", command) in links, links
+
+
+@pytest.mark.parametrize("tier", ["smtp-in", "smtp-out"])
+def test_stanza_pasted_into_a_tier_config(tmp_path: Path, tier: str) -> None:
+    """The tier images' supervisord.conf has no [include]: the stanza is pasted in place of
+    their [program:reconfigure]. The tier-shaped config the box runs (tests/e2e), with the
+    shipped file appended verbatim, parses; reconfigure starts after sendmail and the
+    milter and stops before them."""
+    shaped = (REPO / "tests/e2e/tiers" / tier / "supervisord.conf").read_text()
+    assert not re.search(r"^\[include\]", shaped, re.MULTILINE)
+    text = shaped + PROGRAM_CONF.read_text()
+    text = text.replace("logfile=/var/log/supervisord.log",
+                        f"logfile={tmp_path / 'supervisord.log'}")
+    config = tmp_path / "supervisord.conf"
+    config.write_text(text)
+    options = ServerOptions()
+    options.realize(args=["-c", str(config)])
+    priorities = {group.name: group.priority for group in options.process_group_configs}
+    expected = {"sendmail": 10, "reconfigure": 40}
+    if tier == "smtp-out":
+        expected["opendkim"] = 20
+    assert priorities == expected
+    [reconfigure] = [g for g in options.process_group_configs if g.name == "reconfigure"]
+    assert [p.command for p in reconfigure.process_configs] == [
+        program_settings()["command"]]
 
 
 class Supervised:
