@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 
-from reconfigure import log, metrics, queues
+from reconfigure import log, metrics, queues, ssm
 from reconfigure.aws import Aws
 from reconfigure.cycle import Cycler
 from reconfigure.heartbeat import Heartbeat
@@ -17,12 +17,29 @@ from reconfigure.loop import Daemon
 from reconfigure.report import CycleReport
 from reconfigure.settings import Settings, SettingsError
 
+# The daemon has 2 s to exit; the private queue's teardown may take 1 s of them, and
+# the last /fail (a cycle cut short after its /start) gets most of the rest.
+HEARTBEAT_STOP_SECONDS = 0.7
+
+
+def _heartbeat(settings: Settings) -> Heartbeat:
+    """The pinger; with HEALTHCHECK_PING_SSM_PARAMETER its URL is read (and re-read) from
+    SSM, and HEALTHCHECK_PING_URL only stands in until the first read succeeds."""
+    source = None
+    if settings.ping_ssm_parameter is not None:
+        if settings.ping_url is not None:
+            log.get().warning("HEALTHCHECK_PING_URL and HEALTHCHECK_PING_SSM_PARAMETER both "
+                              "set: the parameter wins once read")
+        source = ssm.Parameter(ssm.client(settings.aws_region), settings.ping_ssm_parameter,
+                               refresh=settings.ssm_refresh).start()
+    return Heartbeat(settings.ping_url, settings.tier,
+                     min_interval=settings.heartbeat_min_interval,
+                     send_start=settings.heartbeat_start, source=source)
+
 
 def _parts(settings: Settings) -> tuple[Cycler, Heartbeat]:
     stop = threading.Event()
-    heartbeat = Heartbeat(settings.ping_url, settings.tier,
-                          min_interval=settings.heartbeat_min_interval,
-                          send_start=settings.heartbeat_start)
+    heartbeat = _heartbeat(settings)
     cycler = Cycler(settings, Aws.from_settings(settings, stop), heartbeat, stop)
     return cycler, heartbeat
 
@@ -44,7 +61,8 @@ def run(settings: Settings, env: Mapping[str, str]) -> int:
                     settings.ready_file)
     daemon.install_signal_handlers()
     if settings.metrics_port is not None:
-        cycler.metrics = metrics.Metrics(settings.tier)
+        cycler.metrics = metrics.Metrics(settings.tier,
+                                         heartbeat_failures=lambda: heartbeat.stats().failed)
         try:
             metrics.serve(cycler.metrics, settings.metrics_address, settings.metrics_port)
         except OSError as error:
@@ -56,7 +74,7 @@ def run(settings: Settings, env: Mapping[str, str]) -> int:
     try:
         daemon.run()
     finally:
-        heartbeat.close(timeout=0.5)  # with the queue teardown, inside the 2 s to stop
+        heartbeat.close(timeout=HEARTBEAT_STOP_SECONDS)
     return 0
 
 

@@ -131,8 +131,9 @@ class Cycler:
             logger.info("cycle abandoned", **fields)
             return
         try:
+            last_ping = self.heartbeat.last_ping() if self.heartbeat else None
             self._status = status.record(self.status_path, report, addresses=addresses,
-                                         current=self.status)
+                                         current=self.status, last_ping=last_ping)
         except OSError as error:
             logger.error("status file not written", error=f"{type(error).__name__}: {error}")
         if report.ok:

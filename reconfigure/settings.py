@@ -59,6 +59,8 @@ class Settings:
     metrics_port: int | None  # set: Prometheus metrics on this port
     metrics_address: str
     orphan_queue_age: float
+    ping_ssm_parameter: str | None = None  # set: the ping URL is read (and re-read) from SSM
+    ssm_refresh: float = 300.0  # seconds between reads of ping_ssm_parameter
 
     def path(self, absolute: str) -> Path:
         """Where a container path lives under RECONFIGURE_ROOT."""
@@ -160,6 +162,8 @@ def from_env(env: Mapping[str, str], *, need_aws: bool = True) -> Settings:
         metrics_port=int(_number(env, "RECONFIGURE_METRICS_PORT", 0, 1, 65535, integer=True))
         or None,
         metrics_address=env.get("RECONFIGURE_METRICS_ADDRESS", "").strip() or "0.0.0.0",  # noqa: S104 - scraped from outside the container
+        ping_ssm_parameter=_ssm_parameter(env),
+        ssm_refresh=_number(env, "RECONFIGURE_SSM_REFRESH", 300, 1, 86400),
     )
 
 
@@ -167,4 +171,14 @@ def _topic_arn(env: Mapping[str, str]) -> str | None:
     raw = env.get("RECONFIGURE_SNS_TOPIC_ARN", "").strip()
     if raw and not re.fullmatch(r"arn:[a-z-]+:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}", raw):
         raise SettingsError("RECONFIGURE_SNS_TOPIC_ARN", f"not an SNS topic ARN: {raw!r}")
+    return raw or None
+
+
+def _ssm_parameter(env: Mapping[str, str]) -> str | None:
+    """A parameter name (`/cabal/healthcheck_ping_ecs_reconfigure`) or its ARN."""
+    raw = env.get("HEALTHCHECK_PING_SSM_PARAMETER", "").strip()
+    if raw and not re.fullmatch(r"(arn:[a-z-]+:ssm:[a-z0-9-]+:\d{12}:parameter/)?"
+                                r"[A-Za-z0-9_./-]{1,2048}", raw):
+        raise SettingsError("HEALTHCHECK_PING_SSM_PARAMETER",
+                            f"not an SSM parameter name or ARN: {raw!r}")
     return raw or None
