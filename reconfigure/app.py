@@ -11,7 +11,7 @@ import sys
 import threading
 from collections.abc import Mapping
 
-from reconfigure import commands, log, metrics, queues
+from reconfigure import commands, log, metrics, queues, ssm
 from reconfigure.aws import Aws, Cancelled, DeadlineExceeded, bounded, describe
 from reconfigure.cycle import Cycler
 from reconfigure.heartbeat import Heartbeat
@@ -21,12 +21,29 @@ from reconfigure.settings import Settings, SettingsError
 from reconfigure.tiers import TIERS
 from reconfigure.users.sync import list_confirmed_users, sync_users
 
+# The daemon has 2 s to exit; the private queue's teardown may take 1 s of them, and
+# the last /fail (a cycle cut short after its /start) gets most of the rest.
+HEARTBEAT_STOP_SECONDS = 0.7
+
+
+def _heartbeat(settings: Settings) -> Heartbeat:
+    """The pinger; with HEALTHCHECK_PING_SSM_PARAMETER its URL is read (and re-read) from
+    SSM, and HEALTHCHECK_PING_URL only stands in until the first read succeeds."""
+    source = None
+    if settings.ping_ssm_parameter is not None:
+        if settings.ping_url is not None:
+            log.get().warning("HEALTHCHECK_PING_URL and HEALTHCHECK_PING_SSM_PARAMETER both "
+                              "set: the parameter wins once read")
+        source = ssm.Parameter(ssm.client(settings.aws_region), settings.ping_ssm_parameter,
+                               refresh=settings.ssm_refresh).start()
+    return Heartbeat(settings.ping_url, settings.tier,
+                     min_interval=settings.heartbeat_min_interval,
+                     send_start=settings.heartbeat_start, source=source)
+
 
 def _parts(settings: Settings) -> tuple[Cycler, Heartbeat]:
     stop = threading.Event()
-    heartbeat = Heartbeat(settings.ping_url, settings.tier,
-                          min_interval=settings.heartbeat_min_interval,
-                          send_start=settings.heartbeat_start)
+    heartbeat = _heartbeat(settings)
     cycler = Cycler(settings, Aws.from_settings(settings, stop), heartbeat, stop)
     return cycler, heartbeat
 
@@ -115,7 +132,8 @@ def run(settings: Settings, env: Mapping[str, str]) -> int:
     daemon = Daemon(cycler, triggers, settings.interval, settings.ready_file)
     daemon.install_signal_handlers()
     if settings.metrics_port is not None:
-        cycler.metrics = metrics.Metrics(settings.tier)
+        cycler.metrics = metrics.Metrics(settings.tier,
+                                         heartbeat_failures=lambda: heartbeat.stats().failed)
         try:
             metrics.serve(cycler.metrics, settings.metrics_address, settings.metrics_port)
         except OSError as error:
@@ -127,7 +145,7 @@ def run(settings: Settings, env: Mapping[str, str]) -> int:
     try:
         daemon.run()
     finally:
-        heartbeat.close(timeout=0.5)  # with the queue teardown, inside the 2 s to stop
+        heartbeat.close(timeout=HEARTBEAT_STOP_SECONDS)
     return 0
 
 

@@ -164,7 +164,8 @@ class Cycler:
             logger.info("cycle abandoned", **fields)
             return
         try:
-            status.record(self.status_path, report, addresses=addresses)
+            last_ping = self.heartbeat.last_ping() if self.heartbeat else None
+            status.record(self.status_path, report, addresses=addresses, last_ping=last_ping)
         except OSError as error:
             logger.error("status file not written", error=f"{type(error).__name__}: {error}")
         if report.ok:

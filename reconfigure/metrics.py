@@ -10,6 +10,7 @@ import http.server
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from reconfigure.report import CycleReport
@@ -27,6 +28,7 @@ class Metrics:
     rows: int = 0
     skipped: int = 0
     last_success: float = 0.0
+    heartbeat_failures: Callable[[], int] = lambda: 0  # the heartbeat's failed-ping count
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def observe(self, report: CycleReport, now: float | None = None) -> None:
@@ -77,6 +79,12 @@ class Metrics:
                 "# TYPE reconfigure_last_success_timestamp_seconds gauge",
                 f"reconfigure_last_success_timestamp_seconds{{{tier}}} {self.last_success:.3f}",
             ]
+        lines += [
+            "# HELP reconfigure_heartbeat_failures_total Healthchecks pings given up on "
+            "(non-2xx, redirect, or no answer).",
+            "# TYPE reconfigure_heartbeat_failures_total counter",
+            f"reconfigure_heartbeat_failures_total{{{tier}}} {self.heartbeat_failures()}",
+        ]
         return "\n".join(lines) + "\n"
 
 

@@ -84,6 +84,13 @@ def _rule_lines(by_rule: dict[str, int]) -> list[str]:
     return lines
 
 
+def stopped_body(tier: str, host: str) -> str:
+    """The /fail body for a cycle cut short by shutdown before its report was made."""
+    return (f"tier: {_clip(_one_line(tier), _VALUE_LIMIT)}\n"
+            f"host: {_clip(_one_line(host), _VALUE_LIMIT)}\n"
+            "status: stopped\nerror: stopped\n")
+
+
 def format_body(report: CycleReport, *, limit: int = BODY_LIMIT) -> str:
     """Plain text, one `key: value` a line, at most `limit` bytes of UTF-8.
 
@@ -94,7 +101,7 @@ def format_body(report: CycleReport, *, limit: int = BODY_LIMIT) -> str:
         f"tier: {_one_line(report.tier)}",
         f"host: {_one_line(report.host)}",
         f"trigger: {_one_line(report.trigger)}",
-        f"status: {'abandoned' if report.abandoned else 'ok' if report.ok else 'failed'}",
+        f"status: {'stopped' if report.abandoned else 'ok' if report.ok else 'failed'}",
     ]
     if report.error is not None:
         head.append(f"error: {_clip(_one_line(report.error), _ERROR_LIMIT)}")

@@ -62,6 +62,8 @@ class Settings:
     orphan_queue_age: float
     read_deadline: float = 180.0  # a cycle that cannot read its sources by then fails
     log_level: str = "info"
+    ping_ssm_parameter: str | None = None  # set: the ping URL is read (and re-read) from SSM
+    ssm_refresh: float = 300.0  # seconds between reads of ping_ssm_parameter
 
     def path(self, absolute: str) -> Path:
         """Where a container path lives under RECONFIGURE_ROOT."""
@@ -172,6 +174,8 @@ def from_env(env: Mapping[str, str], *, need_aws: bool = True) -> Settings:
         metrics_address=env.get("RECONFIGURE_METRICS_ADDRESS", "").strip() or "0.0.0.0",  # noqa: S104 - scraped from outside the container
         read_deadline=_number(env, "RECONFIGURE_READ_DEADLINE", 180, 5, 3600),
         log_level=_choice(env, "RECONFIGURE_LOG_LEVEL", ("info", "debug", "warning", "error")),
+        ping_ssm_parameter=_ssm_parameter(env),
+        ssm_refresh=_number(env, "RECONFIGURE_SSM_REFRESH", 300, 1, 86400),
     )
 
 
@@ -179,4 +183,14 @@ def _topic_arn(env: Mapping[str, str]) -> str | None:
     raw = env.get("RECONFIGURE_SNS_TOPIC_ARN", "").strip()
     if raw and not re.fullmatch(r"arn:[a-z-]+:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}", raw):
         raise SettingsError("RECONFIGURE_SNS_TOPIC_ARN", f"not an SNS topic ARN: {raw!r}")
+    return raw or None
+
+
+def _ssm_parameter(env: Mapping[str, str]) -> str | None:
+    """A parameter name (`/cabal/healthcheck_ping_ecs_reconfigure`) or its ARN."""
+    raw = env.get("HEALTHCHECK_PING_SSM_PARAMETER", "").strip()
+    if raw and not re.fullmatch(r"(arn:[a-z-]+:ssm:[a-z0-9-]+:\d{12}:parameter/)?"
+                                r"[A-Za-z0-9_./-]{1,2048}", raw):
+        raise SettingsError("HEALTHCHECK_PING_SSM_PARAMETER",
+                            f"not an SSM parameter name or ARN: {raw!r}")
     return raw or None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,17 @@ from reconfigure.report import CycleReport
 
 
 def record(path: Path, report: CycleReport, *, addresses: int | None,
-           now: float | None = None, current: dict[str, Any] | None = None) -> dict[str, Any]:
+           now: float | None = None, current: dict[str, Any] | None = None,
+           last_ping: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Merge one cycle into the status (`current`, else the file's) and write it back;
-    `addresses` is set after a successful apply. Returns the new status."""
+    `addresses` is set after a successful apply; `last_ping` is the heartbeat's latest
+    known ping outcome (pings go after this write, so it is the previous cycles').
+    Returns the new status."""
     status = dict(load(path) if current is None else current)
     stamp = time.time() if now is None else now
     status["tier"] = report.tier
+    if last_ping is not None:
+        status["last_ping"] = dict(last_ping)
     status["last_cycle"] = {**asdict(report), "at": stamp, "ok": report.ok}
     status["cycles"] = int(status.get("cycles", 0)) + 1
     if report.ok:

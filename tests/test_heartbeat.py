@@ -4,10 +4,12 @@ leaks the (secret) ping URL into the log."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +17,11 @@ from pytest_httpserver import HTTPServer
 from structlog.testing import capture_logs
 from werkzeug import Request, Response
 
+from reconfigure import status
 from reconfigure.heartbeat import MAX_PENDING, Cycle, Heartbeat, join_url, ping_url
+from reconfigure.metrics import Metrics
 from reconfigure.report import BODY_LIMIT, CycleReport, format_body
+from reconfigure.settings import SettingsError, from_env
 
 SECRET = "s3cr3t-ping-key"
 PATH = f"/ping/{SECRET}"
@@ -333,8 +338,51 @@ def test_http_4xx_is_not_retried(make: Factory, httpserver: HTTPServer) -> None:
     assert len(httpserver.log) == 1
     assert heartbeat.stats().failed == 1
     [entry] = [e for e in logs if e["event"] == "heartbeat ping failed"]
-    assert (entry["log_level"], entry["kind"], entry["error"]) == ("warning", "success",
-                                                                   "HTTP 404")
+    assert (entry["log_level"], entry["kind"], entry["status"], entry["error"]) == (
+        "warning", "success", 404, "HTTP 404")
+    assert_no_secret(logs, url)
+    last = heartbeat.stats().last_ping
+    assert last is not None
+    assert (last.kind, last.ok, last.status, last.error) == ("success", False, 404, "HTTP 404")
+
+
+def test_redirect_to_a_login_page_is_a_failed_ping(make: Factory,
+                                                   httpserver: HTTPServer) -> None:
+    """An authenticating load balancer answers 302 to its login page, which answers 200:
+    never followed, so never mistaken for a delivered ping; its Location is never logged."""
+    url = httpserver.url_for(PATH)
+    login = httpserver.url_for("/login")
+    httpserver.expect_request("/login").respond_with_data("<form>sign in</form>")
+    httpserver.expect_request(PATH, method="POST").respond_with_data(
+        "", status=302, headers={"Location": f"{login}?next={url}"})
+    heartbeat = make(url, retries=3)
+    with capture_logs() as logs:
+        assert heartbeat.finish(None, report())
+        assert heartbeat.flush(5)
+    assert paths(httpserver) == [PATH]  # not retried, /login never requested
+    stats = heartbeat.stats()
+    assert (stats.sent, stats.failed) == (0, 1)
+    assert stats.last_ping is not None
+    assert (stats.last_ping.ok, stats.last_ping.status, stats.last_ping.error) == (
+        False, 302, "HTTP 302")
+    [entry] = [e for e in logs if e["event"] == "heartbeat ping failed"]
+    assert (entry["status"], entry["error"], entry["attempts"]) == (302, "HTTP 302", 1)
+    assert_no_secret(logs, url)
+    assert "/login" not in repr(logs)
+
+
+def test_http_5xx_is_retried_then_failed(make: Factory, httpserver: HTTPServer) -> None:
+    httpserver.expect_request(PATH).respond_with_data("down", status=500)
+    url = httpserver.url_for(PATH)
+    heartbeat = make(url, retries=2)
+    with capture_logs() as logs:
+        assert heartbeat.finish(None, report(error="boom"))
+        assert heartbeat.flush(5)
+    assert paths(httpserver) == [f"{PATH}/fail"] * 3
+    stats = heartbeat.stats()
+    assert (stats.sent, stats.failed) == (0, 1)
+    [entry] = [e for e in logs if e["event"] == "heartbeat ping failed"]
+    assert (entry["kind"], entry["status"], entry["attempts"]) == ("fail", 500, 3)
     assert_no_secret(logs, url)
 
 
@@ -440,14 +488,131 @@ def test_close_lets_pending_pings_retry_within_its_timeout(
     assert heartbeat.stats().sent == 1
 
 
-def test_abandoned_cycle_sends_nothing(make: Factory, server: HTTPServer) -> None:
+def test_abandoned_cycle_without_start_sends_nothing(make: Factory, server: HTTPServer) -> None:
+    """Shutting down is not a failure: a cycle Healthchecks never heard of stays silent."""
     heartbeat = make(server.url_for(PATH))
     abandoned = report(error="abandoned: shutting down", abandoned=True)
-    assert "status: abandoned\n" in format_body(abandoned)
+    assert "status: stopped\n" in format_body(abandoned)
     assert not heartbeat.finish(heartbeat.begin(), abandoned)
-    assert heartbeat.flush(5)
+    assert heartbeat.close(timeout=1)
     assert server.log == []
     assert heartbeat.stats().suppressed == 0
+
+
+# ----- every /start gets an outcome
+
+
+def test_stopped_cycle_after_its_start_is_a_fail(make: Factory, server: HTTPServer) -> None:
+    """Healthchecks would otherwise see a run that never ended."""
+    heartbeat = make(server.url_for(PATH), send_start=True)
+    cycle = heartbeat.begin()
+    assert cycle.rid is not None
+    assert heartbeat.finish(cycle, report(error="abandoned: shutting down", abandoned=True))
+    assert heartbeat.close(timeout=1)
+    seen = [(r.path, r.args.get("rid")) for r in requests_seen(server)]
+    assert seen == [(f"{PATH}/start", cycle.rid), (f"{PATH}/fail", cycle.rid)]
+    body = requests_seen(server)[1].get_data(as_text=True)
+    assert "status: stopped\nerror: stopped\n" in body
+    assert "trigger: message\n" in body
+
+
+def test_close_sends_the_fail_of_a_started_cycle_that_never_finished(
+        make: Factory, server: HTTPServer) -> None:
+    """The cycle was cut short before its report (the daemon is stopping): `close`, which
+    the daemon calls on its way out, sends the /fail within its budget."""
+    heartbeat = make(server.url_for(PATH), send_start=True, host="mail-1", min_interval=0)
+    done = heartbeat.begin()
+    assert heartbeat.finish(done, report())
+    cut = heartbeat.begin()
+    assert cut.rid is not None and cut.rid != done.rid
+    started = time.monotonic()
+    assert heartbeat.close(timeout=0.7)
+    assert time.monotonic() - started < 0.7 + 0.2
+    seen = [(r.path, r.args.get("rid")) for r in requests_seen(server)]
+    assert seen == [(f"{PATH}/start", done.rid), (PATH, done.rid),
+                    (f"{PATH}/start", cut.rid), (f"{PATH}/fail", cut.rid)]
+    assert requests_seen(server)[3].get_data(as_text=True) == (
+        "tier: imap\nhost: mail-1\nstatus: stopped\nerror: stopped\n")
+    assert heartbeat.close(timeout=1)  # a second close sends nothing more
+    assert len(server.log) == 4
+
+
+def test_close_after_finished_cycles_sends_nothing_more(make: Factory,
+                                                        server: HTTPServer) -> None:
+    heartbeat = make(server.url_for(PATH), send_start=True)
+    assert heartbeat.finish(heartbeat.begin(), report(error="boom"))
+    assert heartbeat.close(timeout=1)
+    assert paths(server) == [f"{PATH}/start", f"{PATH}/fail"]
+
+
+# ----- the failure counter and the status file
+
+
+def test_failures_counter_for_prometheus(make: Factory, httpserver: HTTPServer) -> None:
+    httpserver.expect_request(PATH).respond_with_data("", status=302,
+                                                      headers={"Location": "/login"})
+    heartbeat = make(httpserver.url_for(PATH), send_start=True, min_interval=0)
+    metrics = Metrics("smtp-in", heartbeat_failures=lambda: heartbeat.stats().failed)
+    assert 'reconfigure_heartbeat_failures_total{tier="smtp-in"} 0' in metrics.render()
+    assert heartbeat.finish(heartbeat.begin(), report())
+    assert heartbeat.flush(5)
+    lines = metrics.render().splitlines()
+    assert 'reconfigure_heartbeat_failures_total{tier="smtp-in"} 2' in lines  # /start too
+    assert "# TYPE reconfigure_heartbeat_failures_total counter" in lines
+    assert 'reconfigure_heartbeat_failures_total{tier="imap"} 0' in Metrics("imap").render()
+
+
+def test_status_file_carries_the_last_ping(make: Factory, httpserver: HTTPServer,
+                                           tmp_path: Path) -> None:
+    httpserver.expect_request(PATH).respond_with_data("", status=302,
+                                                      headers={"Location": "/login"})
+    httpserver.expect_request(f"{PATH}/fail").respond_with_data("OK")
+    heartbeat = make(httpserver.url_for(PATH))
+    path = tmp_path / "status.json"
+    assert heartbeat.last_ping() is None
+    status.record(path, report(), addresses=3, last_ping=heartbeat.last_ping())
+    assert "last_ping" not in json.loads(path.read_text())
+
+    before = time.time()
+    assert heartbeat.finish(None, report())
+    assert heartbeat.flush(5)
+    written = status.record(path, report(), addresses=3, last_ping=heartbeat.last_ping())
+    on_disk = json.loads(path.read_text())
+    assert on_disk == written
+    last = on_disk["last_ping"]
+    assert (last["kind"], last["ok"], last["status"], last["error"]) == (
+        "success", False, 302, "HTTP 302")
+    assert before <= last["at"] <= time.time()
+
+    assert heartbeat.finish(None, report(error="boom"))
+    assert heartbeat.flush(5)
+    status.record(path, report(error="boom"), addresses=None, last_ping=heartbeat.last_ping())
+    last = json.loads(path.read_text())["last_ping"]
+    assert (last["kind"], last["ok"], last["status"], last["error"]) == ("fail", True, 200, None)
+
+
+# ----- settings
+
+
+def test_ssm_settings() -> None:
+    base = {"TIER": "imap", "CERT_DOMAIN": "cabal.example", "AWS_REGION": "us-east-1"}
+    plain = from_env(base)
+    assert (plain.ping_ssm_parameter, plain.ssm_refresh) == (None, 300)
+    named = from_env({**base, "HEALTHCHECK_PING_SSM_PARAMETER":
+                      " /cabal/healthcheck_ping_ecs_reconfigure ",
+                      "RECONFIGURE_SSM_REFRESH": "60"})
+    assert named.ping_ssm_parameter == "/cabal/healthcheck_ping_ecs_reconfigure"
+    assert named.ssm_refresh == 60
+    arn = "arn:aws:ssm:us-east-1:123456789012:parameter/cabal/healthcheck_ping_x"
+    assert from_env({**base, "HEALTHCHECK_PING_SSM_PARAMETER": arn}).ping_ssm_parameter == arn
+    for variable, value in [("HEALTHCHECK_PING_SSM_PARAMETER", "/cabal/has space"),
+                            ("HEALTHCHECK_PING_SSM_PARAMETER", "https://hc.example/ping/k"),
+                            ("RECONFIGURE_SSM_REFRESH", "0"),
+                            ("RECONFIGURE_SSM_REFRESH", "86401"),
+                            ("RECONFIGURE_SSM_REFRESH", "often")]:
+        with pytest.raises(SettingsError) as raised:
+            from_env({**base, variable: value})
+        assert raised.value.variable == variable
 
 
 # ----- pings off

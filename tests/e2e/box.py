@@ -48,7 +48,7 @@ import boto3
 
 from tests.e2e import probes
 from tests.e2e.probes import TimedOut, poll
-from tests.helpers import Item, item
+from tests.support.items import Item, item
 
 T = TypeVar("T")
 
