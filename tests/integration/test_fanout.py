@@ -91,9 +91,11 @@ def test_one_publish_reaches_all_three_daemons_and_sigterm_cleans_up(
     wait_for(lambda: all("new@acme.example.com" in (root / "etc/mail/virtusertable").read_text()
                          for root in roots), what="new row on every daemon")
     assert time.monotonic() - started < 1.5
-    for log in logs:  # the files go live just before the cycle's summary line is written
-        wait_for(lambda log=log: [c for c in cycles(log) if c["trigger"] == "message"],
-                 what="a message cycle on every daemon")
+    def message_cycles(log: Path) -> list[dict[str, object]]:
+        return [c for c in cycles(log) if c["trigger"] == "message"]
+
+    # The files go live just before the cycle's summary line is written.
+    wait_for(lambda: all(message_cycles(log) for log in logs), what="every message cycle")
 
     for process in daemons:
         code, took = stop_daemon(process)
