@@ -407,7 +407,7 @@ def test_server_down(make: Factory) -> None:
     with capture_logs() as logs:
         started = time.monotonic()
         assert heartbeat.finish(heartbeat.begin(), report(error="boom"))
-        assert time.monotonic() - started < 0.2
+        assert time.monotonic() - started < 1.0  # returns at once; the server may hang 5 s
         assert heartbeat.flush(5)
     [entry] = [e for e in logs if e["event"] == "heartbeat ping failed"]
     assert entry["kind"] == "fail"
@@ -427,7 +427,7 @@ def test_server_hanging_times_out_and_is_logged(
     with capture_logs() as logs:
         started = time.monotonic()
         assert heartbeat.finish(None, report())
-        assert time.monotonic() - started < 0.2
+        assert time.monotonic() - started < 1.0  # returns at once; the server may hang 5 s
         assert heartbeat.flush(5)
     [entry] = [e for e in logs if e["event"] == "heartbeat ping failed"]
     assert entry["error"] == "ReadTimeout"
@@ -442,7 +442,7 @@ def test_close_does_not_wait_for_a_hanging_server(
     with capture_logs() as logs:
         started = time.monotonic()
         assert heartbeat.finish(heartbeat.begin(), report())
-        assert time.monotonic() - started < 0.2
+        assert time.monotonic() - started < 1.0  # returns at once; the server may hang 5 s
         assert not heartbeat.flush(0.3)  # stuck on the network, as intended
 
         started = time.monotonic()

@@ -86,11 +86,10 @@ def test_one_publish_reaches_all_three_daemons_and_sigterm_cleans_up(
     assert subscriptions(world, topic) == private_queues(world)
 
     world.put(item("new", "example.com", "bob", "acme"))
-    started = time.monotonic()
     publish(world, topic)
     wait_for(lambda: all("new@acme.example.com" in (root / "etc/mail/virtusertable").read_text()
                          for root in roots), what="new row on every daemon")
-    assert time.monotonic() - started < 1.5
+    # How fast is a benchmark's business (bench/daemon.py fanout); here: all three, on a message.
     def message_cycles(log: Path) -> list[dict[str, object]]:
         return [c for c in cycles(log) if c["trigger"] == "message"]
 

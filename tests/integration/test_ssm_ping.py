@@ -82,7 +82,7 @@ def pinger(made: list[Heartbeat], name: str, *, refresh: float,
 def ping(heartbeat: Heartbeat, error: str | None = None) -> None:
     started = time.monotonic()
     assert heartbeat.finish(None, report(error))
-    assert time.monotonic() - started < 0.2  # the cycle never waits on SSM or the server
+    assert time.monotonic() - started < 1.0  # the cycle never waits on SSM or the server
     assert heartbeat.flush(10)
 
 
