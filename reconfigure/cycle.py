@@ -108,6 +108,7 @@ class Cycler:
                              timeout=settings.command_timeout, stop=self.stop)
         applied = apply.swap(staged)  # from here on the cycle finishes: no half-applied state
         report.changed = applied.changed
+        report.applied = True
         assert self.reloader is not None
         try:
             report.reloads.extend(self.reloader.run(applied.reloads))

@@ -27,6 +27,9 @@ class CycleReport:
     cpu_ms: int = 0  # CPU of the daemon and its children (makemap, newaliases) in the cycle
     error: str | None = None
     abandoned: bool = False  # ended early by shutdown: neither success nor failure
+    # The render is live (swapped in, or nothing to change): the triggering messages have
+    # done their job even if a reload then failed (it stays owed and is reported).
+    applied: bool = False
     queue: str = ""  # where triggers come from: "shared", "private", "periodic" (or "once")
 
     @property
