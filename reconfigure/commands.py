@@ -37,6 +37,10 @@ def run(argv: Sequence[str], *, timeout: float, stdin: Path | None = None,
         stop: threading.Event | None = None) -> str:
     """Run argv (never through a shell); its merged output, or CommandFailed."""
     program = Path(argv[0]).name
+    if stop is not None and stop.is_set():
+        # Checked before each start, not only while waiting: a run of quick commands
+        # (one useradd per account) would otherwise never notice the stop.
+        raise Stopped(program)
     with tempfile.TemporaryFile() as output, \
             open(stdin or "/dev/null", "rb") as source:
         try:

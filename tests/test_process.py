@@ -38,6 +38,16 @@ def test_stop_ends_a_running_command(tmp_path: Path) -> None:
     assert time.monotonic() - started < 2
 
 
+def test_a_stop_already_set_starts_no_command(tmp_path: Path) -> None:
+    """Quick commands in a row (one useradd per account) each finish inside one poll
+    interval: the stop must be seen before the next one starts, not only while waiting."""
+    stop, marker = threading.Event(), tmp_path / "ran"
+    stop.set()
+    with pytest.raises(commands.Stopped):
+        commands.run(["/usr/bin/touch", str(marker)], timeout=5, stop=stop)
+    assert not marker.exists()
+
+
 def test_failures_are_one_line() -> None:
     with pytest.raises(commands.CommandFailed, match=r"^sh exited 3: last$"):
         commands.run(["/bin/sh", "-c", "echo first; echo last; exit 3"], timeout=5)
