@@ -145,8 +145,9 @@ def swap(staged: Sequence[Staged]) -> Applied:
         except OSError as error:
             _partly_live(item, applied)
             discard(staged[index:])
-            raise SwapFailed(f"cannot replace {error.filename or item.change.target}: "
-                             f"{error.strerror or error}", applied) from error
+            where = error.filename2 or error.filename or item.change.target
+            raise SwapFailed(f"cannot replace {where}: {error.strerror or error}",
+                             applied) from error
         applied.changed.append(item.change.container_path)
         if item.change.reload is not None:
             applied.reloads.add(item.change.reload)
