@@ -173,6 +173,26 @@ def test_an_owed_reload_fails_each_cycle_everywhere_until_it_is_done(
         tail.wait()
 
 
+def test_a_cycle_that_fails_before_its_swap_still_does_what_is_owed(
+        world: AwsWorld, root: Path, tmp_path: Path) -> None:
+    """The owed files are live already: their reloads do not wait for AWS to answer."""
+    (root / SENDMAIL_PID).write_text("garbage\n")
+    world.put(*rows(2))
+    settings = settings_for(world, root)
+    cycler = cycler_for(settings, world)
+    assert cycler.run("startup").owed == ["sendmail"]
+    fake = FakeDaemon("sendmail: MTA: accepting connections", root / SENDMAIL_PID,
+                      tmp_path / "sendmail.signals")
+    try:
+        cycler.aws.table = "missing-table"  # this cycle cannot read its sources
+        report = cycler.run("timer")
+        assert not report.ok and "ResourceNotFound" in (report.error or "")
+        assert report.reloads == ["sendmail:TERM"] and report.owed == [] and owed(root) == []
+        assert fake.signals() == ["TERM"]
+    finally:
+        fake.close()
+
+
 # --- item: the static aliases ------------------------------------------------------------
 
 @pytest.mark.parametrize("fault", ["missing", "unreadable"])
