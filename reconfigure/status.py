@@ -29,8 +29,8 @@ def write_owed(path: Path, owed: list[str]) -> None:
     """Record the owed reloads at once (not at the cycle's end): a process killed between
     a swap and its signals must leave them for the next one."""
     status = load(path)
-    if status.get(OWED) == sorted(owed):
-        return
+    if (status.get(OWED) or []) == sorted(owed):
+        return  # nothing new to record (an empty list need not be written at all)
     status[OWED] = sorted(owed)
     atomic_write(path, json.dumps(status, indent=1, sort_keys=True).encode() + b"\n")
 

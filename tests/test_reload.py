@@ -125,6 +125,30 @@ def test_a_tail_of_the_daemons_log_named_in_its_pid_file_is_never_signalled(
         tail.wait()
 
 
+def test_without_access_to_exe_argv0_names_the_process(root: Path, tmp_path: Path) -> None:
+    """Another user's /proc/<pid>/exe cannot be read: its argv[0] is taken instead, without
+    the process title's suffix sendmail writes ("sendmail: MTA: accepting connections")."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv")
+    (root / "sendmail.log").write_text("")
+    titled = spawn(["sendmail: MTA: accepting connections", "-c", "import time; "
+                    "time.sleep(60)"], executable=Path(sys.executable))
+    tail = spawn(["tail", "-f", str(root / "sendmail.log")])
+    try:
+        code = ("import sys; sys.path.insert(0, sys.argv[1]); "
+                "from reconfigure.reload import executable_name as n; "
+                "print(n(int(sys.argv[2])), n(int(sys.argv[3])))")
+        out = subprocess.run(
+            ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+             sys.executable, "-c", code, str(Path(__file__).parents[1]), str(titled.pid),
+             str(tail.pid)], capture_output=True, text=True, check=True, cwd="/").stdout
+        assert out.split() == ["sendmail", "tail"]
+    finally:
+        for process in (titled, tail):
+            process.kill()
+            process.wait()
+
+
 # --- can the daemon read what it re-reads ------------------------------------------------
 
 def named_sleep(name: str) -> Path:
