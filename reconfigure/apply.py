@@ -8,8 +8,6 @@ maps stay in force (last known good) and no `.db` is ever missing or half-built.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -68,12 +66,29 @@ def aliases_change(tier: Tier, rendered: Rendered, root: Path) -> Change | None:
     dynamic = _aliases_artifact(tier)
     if dynamic is None:
         return None
-    static = files.read_or_none(files.under(root, ALIASES_STATIC)) or b""
-    data = static + ALIASES_HEADER + rendered.files[dynamic.path]
+    data = static_aliases(root) + ALIASES_HEADER + rendered.files[dynamic.path]
     target = files.under(root, ALIASES)
     if files.read_or_none(target) == data:
         return None
     return Change(ALIASES, target, data, hash_map=False, reload=Reload.NEWALIASES)
+
+
+class StaticAliasesError(RuntimeError):
+    """The image's static aliases cannot be read: the cycle fails, /etc/aliases stays."""
+
+
+def static_aliases(root: Path) -> bytes:
+    """The image's part of /etc/aliases (postmaster, root). Missing or unreadable, it fails
+    the cycle: an /etc/aliases assembled without it would silently drop them."""
+    path = files.under(root, ALIASES_STATIC)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise StaticAliasesError(f"{path} is missing: it holds postmaster and root, so "
+                                 f"{files.under(root, ALIASES)} is left as it is") from None
+    except OSError as error:
+        raise StaticAliasesError(f"{path} is unreadable ({error.strerror}): "
+                                 f"{files.under(root, ALIASES)} is left as it is") from None
 
 
 def _aliases_artifact(tier: Tier) -> Artifact | None:
@@ -95,24 +110,11 @@ def stage(changes: Sequence[Change], *, makemap: Sequence[str], timeout: float,
                 item.db = db_path(item.text)
                 commands.run([*makemap, "hash", str(item.text)], stdin=item.text,
                              timeout=timeout, stop=stop)
-                _settle_db(item.db, db_path(change.target))
+                files.settle_like(item.db, db_path(change.target))
     except BaseException:
         discard(staged)
         raise
     return staged
-
-
-def _settle_db(temp_db: Path, live_db: Path) -> None:
-    """Give a freshly built map the live map's owner, group and mode (a first map keeps
-    what makemap gave it), and make it durable before the swap."""
-    fd = os.open(temp_db, os.O_RDONLY)
-    try:
-        with contextlib.suppress(FileNotFoundError):
-            live = live_db.stat()
-            files.copy_owner(fd, live.st_uid, live.st_gid, live.st_mode & 0o7777)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def discard(staged: Sequence[Staged]) -> None:
@@ -122,15 +124,42 @@ def discard(staged: Sequence[Staged]) -> None:
             files.discard(item.db)
 
 
+class SwapFailed(RuntimeError):
+    """A rename failed part-way: `applied` is what went live before it (its reloads are
+    owed); every temp file not yet renamed has been removed."""
+
+    def __init__(self, message: str, applied: Applied) -> None:
+        super().__init__(message)
+        self.applied = applied
+
+
 def swap(staged: Sequence[Staged]) -> Applied:
     """Rename everything into place: each map's `.db` before its text, so a crash between
     the two leaves a text file that differs from the render and is redone next cycle."""
     applied = Applied()
-    for item in staged:
-        if item.db is not None:
-            files.swap_in(item.db, db_path(item.change.target))
-        files.swap_in(item.text, item.change.target)
+    for index, item in enumerate(staged):
+        try:
+            if item.db is not None:
+                files.swap_in(item.db, db_path(item.change.target))
+            files.swap_in(item.text, item.change.target)
+        except OSError as error:
+            _partly_live(item, applied)
+            discard(staged[index:])
+            where = error.filename2 or error.filename or item.change.target
+            raise SwapFailed(f"cannot replace {where}: {error.strerror or error}",
+                             applied) from error
         applied.changed.append(item.change.container_path)
         if item.change.reload is not None:
             applied.reloads.add(item.change.reload)
     return applied
+
+
+def _partly_live(item: Staged, applied: Applied) -> None:
+    """What of a failed item is live anyway: a rename done before its directory's fsync
+    failed, or the `.db` renamed before its text; its reload is owed all the same."""
+    text_live = not item.text.exists()
+    db_live = item.db is not None and not item.db.exists()
+    if text_live:
+        applied.changed.append(item.change.container_path)
+    if (text_live or db_live) and item.change.reload is not None:
+        applied.reloads.add(item.change.reload)

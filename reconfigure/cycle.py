@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconfigure import apply, commands, guard, health, log, status, table
+from reconfigure import apply, commands, files, guard, health, log, status, table
 from reconfigure.aws import Aws, Cancelled, DeadlineExceeded, bounded, describe
 from reconfigure.heartbeat import Cycle as HeartbeatCycle
 from reconfigure.heartbeat import Heartbeat
@@ -21,7 +21,7 @@ from reconfigure.render import RenderOptions, render_tier
 from reconfigure.report import CycleReport, log_fields
 from reconfigure.rows import ATTRIBUTES, Skipped
 from reconfigure.settings import Settings
-from reconfigure.tiers import TIERS
+from reconfigure.tiers import ALIASES, TIERS, Reload
 from reconfigure.tree import TreeBuilder, count_addresses
 from reconfigure.users.plan import CognitoUser
 from reconfigure.users.sync import list_confirmed_users, sync_users
@@ -50,6 +50,8 @@ class Cycler:
     # appears, not one every 15 minutes; the cycle's summary line carries the counts.
     _skipped_seen: frozenset[Skipped] = frozenset()
     _refusals_seen: set[str] = field(default_factory=set)
+    _swept: bool = False  # a daemon's own temp names are swept before its first cycle
+    _reloaded: bool = False  # this cycle attempted its reloads (never twice in a cycle)
 
     def __post_init__(self) -> None:
         if self.reloader is None:
@@ -59,6 +61,9 @@ class Cycler:
         """Never raises for AWS, file or command trouble: the report carries the error."""
         report = CycleReport(tier=self.settings.tier, host=self.host, trigger=trigger,
                              messages=messages, queue=self.queue)
+        if not self._swept and trigger != "once":
+            self._sweep()
+        self._reloaded = False
         started, cpu = time.monotonic(), _cpu_seconds()
         handle = self.heartbeat.begin() if self.heartbeat else None
         addresses: int | None = None
@@ -69,6 +74,10 @@ class Cycler:
             report.error = "abandoned: shutting down"
         except Exception as error:
             report.error = describe(error)
+            if not self._reloaded:
+                self._retry_owed(report)
+        assert self.reloader is not None
+        report.owed = self.reloader.names()
         report.duration_ms = round((time.monotonic() - started) * 1000)
         report.cpu_ms = round((_cpu_seconds() - cpu) * 1000)
         self._report(report, handle, addresses)
@@ -106,16 +115,66 @@ class Cycler:
             changes.append(aliases)
         staged = apply.stage(changes, makemap=settings.makemap,
                              timeout=settings.command_timeout, stop=self.stop)
-        applied = apply.swap(staged)  # from here on the cycle finishes: no half-applied state
+        reloader = self.reloader
+        assert reloader is not None
+        reloader.expect({item.change.reload for item in staged if item.change.reload})
+        try:
+            applied = apply.swap(staged)  # from here on: no half-applied state
+        except apply.SwapFailed as failed:
+            # What went live before the failure owes its reloads: do them now, and keep
+            # the swap's error as the cycle's (the rest is redone next cycle).
+            report.changed = failed.applied.changed
+            reloader.owe(failed.applied.reloads)
+            self._reload(report, set(), quiet=True)
+            raise
         report.changed = applied.changed
         report.applied = True
-        assert self.reloader is not None
-        try:
-            report.reloads.extend(self.reloader.run(applied.reloads))
-        except ReloadFailed as failed:
-            report.reloads.extend(failed.done)
-            raise
+        reloader.owe(applied.reloads)
+        self._reload(report, applied.reloads)
         return addresses
+
+    def _reload(self, report: CycleReport, reloads: set[Reload], *,
+                quiet: bool = False) -> None:
+        """Reloads needed now and those owed (retried every cycle, changed or not): the
+        ones done go into the report even when another fails or the daemon stops; a
+        failure fails the cycle (unless `quiet`: the cycle already failed) and stays owed
+        (docs/design.md §5)."""
+        assert self.reloader is not None
+        self._reloaded = True
+        try:
+            self.reloader.run(reloads, self.stop, report.reloads)
+        except ReloadFailed as failed:
+            if not quiet:
+                raise
+            log.get().error("owed reload failed", error=str(failed))
+
+    def _retry_owed(self, report: CycleReport) -> None:
+        """A cycle that failed before its swap still owes what earlier cycles left: those
+        files are live, so their reloads are due whatever this cycle's trouble."""
+        assert self.reloader is not None
+        if not self.reloader.owed or self.stop.is_set():
+            return
+        try:
+            self._reload(report, set(), quiet=True)
+        except commands.Stopped:
+            report.abandoned = True
+
+    def _sweep(self) -> None:
+        """At a daemon's start: remove the temp files a killed predecessor left (only our
+        own names beside the files we write; docs/design.md §5). Not in `once`, which
+        may run beside a daemon whose temp files are in use."""
+        self._swept = True
+        settings = self.settings
+        paths = [settings.path(a.path) for tier in TIERS.values() for a in tier.artifacts]
+        paths += [settings.path(ALIASES), self.status_path]
+        try:
+            removed = files.sweep(paths)
+        except OSError as error:
+            log.get().error("temp files not swept", error=f"{type(error).__name__}: {error}")
+            return
+        if removed:
+            log.get().info("temp files swept", count=len(removed),
+                           paths=[str(p) for p in removed[:20]])
 
     def _read_sources(self) -> tuple[TreeBuilder, list[CognitoUser] | None]:
         """The whole table (and the Cognito users, on tiers that sync them), read by a worker

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 DEFAULT_MODE = 0o644  # opendkim runs as its own user and must read the tables
@@ -75,5 +77,46 @@ def swap_in(temp: Path, path: Path) -> None:
     fsync_dir(path.parent)
 
 
+def settle_like(temp: Path, live: Path) -> None:
+    """Give a freshly built file (a makemap or newaliases `.db`) the live file's owner,
+    group and mode (a first one keeps what its builder gave it), and make it durable
+    before the swap."""
+    fd = os.open(temp, os.O_RDONLY)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            current = live.stat()
+            copy_owner(fd, current.st_uid, current.st_gid, current.st_mode & 0o7777)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: Path, data: bytes) -> None:
-    swap_in(stage(path, data), path)
+    """Replace `path` with `data`; a failed rename (say the path is a directory) removes
+    its temp file, so a failure repeated every cycle leaks nothing."""
+    temp = stage(path, data)
+    try:
+        swap_in(temp, path)
+    except BaseException:
+        discard(temp)
+        raise
+
+
+def temp_names(path: Path) -> list[str]:
+    """The glob patterns of the temp files written beside `path`: `stage`'s
+    `.<name>.XXXXXXXX.tmp`, and the `.db` makemap or newaliases builds from one."""
+    base = f".{glob.escape(path.name)}.*.tmp"
+    return [base, base + ".db"]
+
+
+def sweep(paths: Iterable[Path]) -> list[Path]:
+    """Remove the temp files a killed process left beside `paths` (docs/design.md §5):
+    only our own names, never anything else in the directory. The removed paths."""
+    removed = []
+    for path in sorted(set(paths)):
+        for pattern in temp_names(path):
+            for temp in sorted(path.parent.glob(pattern)):
+                if temp.is_file() and not temp.is_symlink():
+                    discard(temp)
+                    removed.append(temp)
+    return removed

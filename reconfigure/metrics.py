@@ -28,6 +28,7 @@ class Metrics:
     rows: int = 0
     skipped: int = 0
     last_success: float = 0.0
+    owed: int = 0  # reloads owed after the last cycle (the ReconfigureReloadOwed alert)
     heartbeat_failures: Callable[[], int] = lambda: 0  # the heartbeat's failed-ping count
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -43,6 +44,7 @@ class Metrics:
                 if seconds <= bound:
                     self.duration_buckets[index] += 1
             self.duration_sum += seconds
+            self.owed = len(report.owed)
             if report.ok:
                 self.rows, self.skipped = report.rows, report.skipped
                 self.last_success = time.time() if now is None else now
@@ -78,6 +80,9 @@ class Metrics:
                 "# HELP reconfigure_last_success_timestamp_seconds End of the last success.",
                 "# TYPE reconfigure_last_success_timestamp_seconds gauge",
                 f"reconfigure_last_success_timestamp_seconds{{{tier}}} {self.last_success:.3f}",
+                "# HELP reconfigure_owed_reloads Reloads whose files are live but not yet done.",
+                "# TYPE reconfigure_owed_reloads gauge",
+                f"reconfigure_owed_reloads{{{tier}}} {self.owed}",
             ]
         lines += [
             "# HELP reconfigure_heartbeat_failures_total Healthchecks pings given up on "

@@ -31,6 +31,7 @@ class CycleReport:
     # done their job even if a reload then failed (it stays owed and is reported).
     applied: bool = False
     queue: str = ""  # where triggers come from: "shared", "private", "periodic" (or "once")
+    owed: list[str] = field(default_factory=list)  # reloads still owed after this cycle
 
     @property
     def ok(self) -> bool:
@@ -46,6 +47,8 @@ def log_fields(report: CycleReport) -> dict[str, Any]:
         "changed": report.changed, "reloads": report.reloads,
         "duration_ms": report.duration_ms, "aws_ms": report.aws_ms, "cpu_ms": report.cpu_ms,
     }
+    if report.owed:
+        fields["owed_reloads"] = report.owed
     if report.users_created or report.users_refused:
         fields.update(users_created=len(report.users_created),
                       users_refused=len(report.users_refused))
@@ -118,6 +121,7 @@ def format_body(report: CycleReport, *, limit: int = BODY_LIMIT) -> str:
         f"messages: {report.messages}",
         f"changed files: {len(report.changed)}",
         f"reloads: {_clip(_one_line(', '.join(report.reloads)), _VALUE_LIMIT) or 'none'}",
+        f"owed reloads: {_clip(_one_line(', '.join(report.owed)), _VALUE_LIMIT) or 'none'}",
     ]
     if report.users_created or report.users_refused:
         head.append(f"users created: {len(report.users_created)}")

@@ -64,6 +64,7 @@ class Settings:
     log_level: str = "info"
     ping_ssm_parameter: str | None = None  # set: the ping URL is read (and re-read) from SSM
     ssm_refresh: float = 300.0  # seconds between reads of ping_ssm_parameter
+    sendmail_back_timeout: float = 30.0  # after its signal, sendmail must be back by then
 
     def path(self, absolute: str) -> Path:
         """Where a container path lives under RECONFIGURE_ROOT."""
@@ -176,6 +177,7 @@ def from_env(env: Mapping[str, str], *, need_aws: bool = True) -> Settings:
         log_level=_choice(env, "RECONFIGURE_LOG_LEVEL", ("info", "debug", "warning", "error")),
         ping_ssm_parameter=_ssm_parameter(env),
         ssm_refresh=_number(env, "RECONFIGURE_SSM_REFRESH", 300, 1, 86400),
+        sendmail_back_timeout=_number(env, "RECONFIGURE_SENDMAIL_BACK_TIMEOUT", 30, 1, 600),
     )
 
 

@@ -15,6 +15,25 @@ from reconfigure.files import atomic_write
 from reconfigure.health import load, verdict
 from reconfigure.report import CycleReport
 
+OWED = "owed_reloads"  # reloads whose files are live but which are not done yet
+
+
+def read_owed(path: Path) -> list[str]:
+    """The reloads a process owed when it last wrote the status file (docs/design.md §5):
+    a new process does them in its first cycle."""
+    owed = load(path).get(OWED)
+    return [str(name) for name in owed] if isinstance(owed, list) else []
+
+
+def write_owed(path: Path, owed: list[str]) -> None:
+    """Record the owed reloads at once (not at the cycle's end): a process killed between
+    a swap and its signals must leave them for the next one."""
+    status = load(path)
+    if (status.get(OWED) or []) == sorted(owed):
+        return  # nothing new to record (an empty list need not be written at all)
+    status[OWED] = sorted(owed)
+    atomic_write(path, json.dumps(status, indent=1, sort_keys=True).encode() + b"\n")
+
 
 def record(path: Path, report: CycleReport, *, addresses: int | None,
            now: float | None = None, current: dict[str, Any] | None = None,
@@ -29,6 +48,7 @@ def record(path: Path, report: CycleReport, *, addresses: int | None,
     if last_ping is not None:
         status["last_ping"] = dict(last_ping)
     status["last_cycle"] = {**asdict(report), "at": stamp, "ok": report.ok}
+    status[OWED] = sorted(report.owed)
     status["cycles"] = int(status.get("cycles", 0)) + 1
     if report.ok:
         status["last_success_at"] = stamp

@@ -504,8 +504,10 @@ class Box:
         now = probes.pid_from(SENDMAIL_PID)
         self.check("sendmail kept its pid (HUP re-exec, not a restart)", now == pid,
                    f"before {pid}, now {now}")
-        self.check("the daemon sent sendmail HUP", "sendmail:HUP" in self.reloads_seen(),
-                   self.reloads_seen())
+        # The cycle ends once it has seen sendmail back (its pid file rewritten), which may
+        # be a moment after the new socket shows: poll for its line, do not race it.
+        self.watch("the daemon sent sendmail HUP", self.reloads_seen,
+                   lambda seen: "sendmail:HUP" in seen, timeout=REACT_WITHIN)
 
     def smtp_out(self, pid: int, listening: probes.Listener) -> None:
         fresh = f"hello@fresh.{TLD}"

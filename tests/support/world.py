@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -164,14 +166,36 @@ def fake_command(path: Path, *, exit_code: int = 0, sleep: float = 0,
     return path
 
 
+def named_interpreter(name: str) -> Path:
+    """A copy of this Python whose executable is called `name`: the reloader trusts a pid
+    only when `/proc/<pid>/exe` is the daemon's, so a fake daemon needs the real name."""
+    directory = Path(tempfile.gettempdir()) / "reconfigure-fake-daemons"
+    directory.mkdir(mode=0o755, exist_ok=True)
+    target = directory / name
+    if not target.exists():
+        fd, temp = tempfile.mkstemp(dir=directory)
+        os.close(fd)
+        shutil.copy2(os.path.realpath(sys.executable), temp)
+        os.chmod(temp, 0o755)
+        os.replace(temp, target)  # parallel tests each copy; one wins, all usable
+    return target
+
+
 class FakeDaemon:
-    """A real process named like a daemon (argv[0]) that records the signals it gets."""
+    """A real process whose executable is named like the daemon (`name`'s first word, e.g.
+    "sendmail" for "sendmail: MTA: accepting connections", which becomes its argv[0]) and
+    records the signals it gets. On HUP or TERM it rewrites its pid file, as a sendmail
+    re-executed in place (or restarted by supervisord) does once it listens again."""
 
     SCRIPT = (
-        "import signal, sys, time\n"
+        "import os, signal, sys, time\n"
         "log = open(sys.argv[1], 'a', buffering=1)\n"
+        "pid_file = sys.argv[2]\n"
         "def note(signum, frame):\n"
         "    log.write(signal.Signals(signum).name[3:] + '\\n')\n"
+        "    if signum in (signal.SIGHUP, signal.SIGTERM) and pid_file:\n"
+        "        with open(pid_file + '.new', 'w') as f: f.write(f'{os.getpid()}\\n-bd\\n')\n"
+        "        os.replace(pid_file + '.new', pid_file)\n"
         "for s in (signal.SIGHUP, signal.SIGTERM, signal.SIGUSR1):\n"
         "    signal.signal(s, note)\n"
         "log.write('ready\\n')\n"
@@ -181,10 +205,11 @@ class FakeDaemon:
 
     def __init__(self, name: str, pid_file: Path, record: Path) -> None:
         self.record = record
-        self.process = subprocess.Popen([name, "-c", self.SCRIPT, str(record)],
-                                        executable=sys.executable)
-        wait_for(lambda: record.exists() and "ready" in record.read_text(), what=name)
+        executable = named_interpreter(Path(name.split(":", 1)[0].split()[0]).name)
         pid_file.parent.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen([name, "-c", self.SCRIPT, str(record), str(pid_file)],
+                                        executable=executable)
+        wait_for(lambda: record.exists() and "ready" in record.read_text(), what=name)
         pid_file.write_text(f"{self.process.pid}\n-bd -q10m\n")
 
     def signals(self) -> list[str]:
