@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,22 @@ def _under(root: Path, path: str) -> Path:
 
 def _db(path: Path) -> Path:
     return path.with_name(path.name + ".db")
+
+
+def dump(db: Path, cf: Path) -> dict[str, str]:
+    """A map as makemap reads it back. makemap's safe-file check fails (exit 73) when the
+    `.db` is renamed over between its stat and its open: a running daemon's swap, which
+    the next read gets past; a map that stays unreadable fails after 2 s."""
+    def read() -> dict[str, str] | None:
+        try:
+            return dump_map(db, cf)
+        except subprocess.CalledProcessError as error:
+            if error.returncode != 73 or not db.exists():
+                raise
+            return None
+    found: dict[str, str] = wait_for(lambda: (lambda d: (d,) if d is not None else None)(
+        read()), timeout=2, what=f"{db} readable")[0]
+    return found
 
 
 @dataclass(frozen=True)
@@ -48,7 +65,7 @@ def live(root: Path, tier: str) -> Live:
             paths.append(artifact.path + ".db")
             db = _db(_under(root, artifact.path))
             if db.exists():
-                maps[artifact.path] = dump_map(db, root / "sendmail.cf")
+                maps[artifact.path] = dump(db, root / "sendmail.cf")
     for path in paths:
         target = _under(root, path)
         files[path] = target.read_bytes() if target.exists() else None
@@ -56,7 +73,7 @@ def live(root: Path, tier: str) -> Live:
 
 
 def virtusertable(root: Path) -> dict[str, str]:
-    return dump_map(root / "etc/mail/virtusertable.db", root / "sendmail.cf")
+    return dump(root / "etc/mail/virtusertable.db", root / "sendmail.cf")
 
 
 def assert_whole(root: Path, tier: str) -> None:
@@ -70,7 +87,7 @@ def assert_whole(root: Path, tier: str) -> None:
         db = _db(text)
         assert db.exists(), f"{artifact.path}.db missing"
         lines = [line.split("\t", 1) for line in text.read_text().splitlines() if line]
-        assert dump_map(db, root / "sendmail.cf") == {k.lower(): v for k, v in lines}, \
+        assert dump(db, root / "sendmail.cf") == {k.lower(): v for k, v in lines}, \
             f"{artifact.path}.db does not hold its text file"
     if tier == "imap":
         aliases = _under(root, ALIASES).read_bytes()
