@@ -5,6 +5,7 @@ same: what the daemon sees when AWS or Healthchecks goes away and comes back.
 refused); `up()` listens again on the same port. `hold(marker)` accepts requests carrying
 `marker` (e.g. the DynamoDB Scan target) and never forwards or answers them: a request in
 flight that hangs, which a test can then cut with `down()`. `hold_all()` hangs everything.
+`watch(marker)` only tells when such a request has gone through (to kill the server then).
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ class Gate:
     upstream: tuple[str, int]
     port: int = 0
     held: threading.Event = field(default_factory=threading.Event)  # a request was held
+    seen: threading.Event = field(default_factory=threading.Event)  # a watched one passed
     forwarded: int = 0  # connections forwarded so far
     _marker: bytes | None = None
+    _watch: bytes | None = None
     _hold_all: bool = False
     _listener: socket.socket | None = None
     _sockets: set[socket.socket] = field(default_factory=set)
@@ -64,6 +67,11 @@ class Gate:
         """From now on, requests carrying `marker` are accepted and never answered."""
         self.held.clear()
         self._marker = marker
+
+    def watch(self, marker: bytes) -> None:
+        """Set `seen` once a request carrying `marker` has been passed on: it is in flight."""
+        self.seen.clear()
+        self._watch = marker
 
     def hold_all(self) -> None:
         self.held.clear()
@@ -137,6 +145,8 @@ class Gate:
                     self.held.set()
                     return False  # swallowed: this connection now hangs until down()
                 sink.sendall(data)
+                if requests and self._watch is not None and self._watch in data:
+                    self.seen.set()
         except OSError:
             pass
         for sock in (source, sink):

@@ -3,15 +3,20 @@ the queue and the table deleted under a running daemon (docs/design.md §6)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from reconfigure.queues import prefix_for
 from tests.faults.invariants import (
     assert_message_kept,
     assert_no_temps,
     assert_recovered,
     assert_reported,
     assert_serving,
+    assert_whole,
     live,
+    virtusertable,
 )
 from tests.faults.rig import Rig, seed_rows
 from tests.support.items import item
@@ -112,3 +117,35 @@ def test_shared_queue_deleted_while_running_is_reported_then_recreated(rig: Rig)
     rig.wait_event("cycle done", timeout=5, where=lambda e: e.get("trigger") == "message")
     code, took = rig.stop()
     assert code == 0 and took <= 2.0
+
+
+def test_private_queue_deleted_while_running_is_set_up_again(rig: Rig) -> None:
+    sns, sqs = rig.world.client("sns"), rig.world.client("sqs")
+    topic = sns.create_topic(Name=f"cabal-address-changed-{rig.world.table[-8:]}")["TopicArn"]
+    del rig.env["SQS_QUEUE_URL"]
+    try:
+        rig.start(RECONFIGURE_SNS_TOPIC_ARN=topic)
+        rig.wait_event("private queue ready")
+        rig.wait_event("cycle done")
+        urls = sqs.list_queues(QueueNamePrefix=prefix_for(rig.tier)).get("QueueUrls", [])
+        assert len(urls) == 1
+        sqs.delete_queue(QueueUrl=urls[0])
+
+        # Timer cycles go on meanwhile, and the daemon sets its queue up again by itself.
+        rig.wait_event("private queue ready", after=1, timeout=45)
+        rig.world.put(item("fanned", "example.com", "bob", "acme"))
+        sns.publish(TopicArn=topic, Message=json.dumps(
+            {"event": "address_changed", "timestamp": "2026-11-29T12:00:00Z"}))
+        wait_for(lambda: "fanned@acme.example.com" in virtusertable(rig.root), timeout=20,
+                 what="the change live")
+        rig.wait_event("cycle done", timeout=20, where=lambda e: e.get("trigger") == "message")
+        assert_whole(rig.root, rig.tier)
+        assert_no_temps(rig.root)
+        code, took = rig.stop()
+        assert code == 0 and took <= 2.0
+        assert not sqs.list_queues(QueueNamePrefix=prefix_for(rig.tier)).get("QueueUrls")
+    finally:
+        rig.close()
+        sns.delete_topic(TopicArn=topic)
+        for url in sqs.list_queues(QueueNamePrefix=prefix_for(rig.tier)).get("QueueUrls", []):
+            sqs.delete_queue(QueueUrl=url)
