@@ -117,13 +117,22 @@ def assert_reported(rig: Rig, cause: str, *, status: bool = True, ping: bool = T
     if log:
         rig.wait_event("cycle failed", timeout=timeout,
                        where=lambda e: cause in str(e.get("error")))
+        assert_log_lines_only(rig)
     if status:
         wait_for(lambda: rig.last_cycle().get("ok") is False
                  and cause in str(rig.last_cycle().get("error")),
                  timeout=timeout, what=f"status file: last cycle failed with {cause!r}")
     if ping:
-        wait_for(lambda: [r for r in rig.pings_to("/fail") if cause in r.get_data(as_text=True)],
-                 timeout=timeout, what=f"a /fail ping naming {cause!r}")
+        wait_for(lambda: [e for e in rig.fail_errors() if cause in e],
+                 timeout=timeout, what=f"a /fail ping whose error names {cause!r}")
+
+
+def assert_log_lines_only(rig: Rig) -> None:
+    """Every line the daemon wrote is one JSON log event: a fault is a line, never a
+    traceback."""
+    stray = [line for line in rig.log.read_text().splitlines()
+             if not line.startswith("{") or not line.endswith("}")]
+    assert not stray, f"the daemon wrote lines that are not log events: {stray[:5]}"
 
 
 def assert_message_kept(rig: Rig) -> None:

@@ -158,6 +158,15 @@ class Rig:
     def pings_to(self, suffix: str) -> list[Request]:
         return [r for r in self.ping_log() if r.path == PING_PATH + suffix]
 
+    def fail_errors(self) -> list[str]:
+        """The `error:` line of each /fail ping's body (Healthchecks shows it)."""
+        errors = []
+        for request in self.pings_to("/fail"):
+            lines = request.get_data(as_text=True).splitlines()
+            errors += [line.removeprefix("error: ") for line in lines
+                       if line.startswith("error: ")]
+        return errors
+
     def answer_pings(self, status: int = 200) -> None:
         self.pings.clear_all_handlers()
         for suffix in ("", "/fail", "/start"):

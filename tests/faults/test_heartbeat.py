@@ -11,7 +11,12 @@ from urllib.parse import urlparse
 import pytest
 
 from tests.faults.gate import Gate
-from tests.faults.invariants import assert_no_temps, assert_whole, virtusertable
+from tests.faults.invariants import (
+    assert_log_lines_only,
+    assert_no_temps,
+    assert_whole,
+    virtusertable,
+)
 from tests.faults.rig import PING_PATH, Rig
 from tests.support.world import wait_for
 
@@ -61,6 +66,7 @@ def test_heartbeat_receiver_hangs_then_answers(rig: Rig, receiver_gate: Gate) ->
     ping_failure_in_status(rig)
     assert_whole(rig.root, rig.tier)
     assert_no_temps(rig.root)
+    assert_log_lines_only(rig)
 
     receiver_gate.release()
     change_goes_live(rig)
@@ -79,6 +85,7 @@ def test_heartbeat_receiver_hangs_sigterm_within_2_s(rig: Rig, receiver_gate: Ga
     assert code == 0 and took <= 2.0
     assert_whole(rig.root, rig.tier)
     assert_no_temps(rig.root)
+    assert_log_lines_only(rig)
 
 
 def test_heartbeat_receiver_answers_500_then_200(rig: Rig) -> None:
@@ -89,7 +96,8 @@ def test_heartbeat_receiver_answers_500_then_200(rig: Rig) -> None:
     rig.wait_event("heartbeat ping failed", where=lambda e: e.get("status") == 500)
     last = ping_failure_in_status(rig)
     assert last["status"] == 500
-    assert not [e for e in rig.events("cycle failed")]
+    assert not rig.events("cycle failed")
+    assert_log_lines_only(rig)
 
     rig.answer_pings(200)
     change_goes_live(rig)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.faults.invariants import (
+    assert_log_lines_only,
     assert_message_kept,
     assert_no_temps,
     assert_recovered,
@@ -26,9 +27,10 @@ pytestmark = pytest.mark.timeout(90)
 
 def stopped_pinged(rig: Rig) -> None:
     """The cycle cut short after its /start is a /fail saying `stopped`."""
-    wait_for(lambda: [r for r in rig.pings_to("/fail") if "stopped" in r.get_data(as_text=True)],
-             timeout=5, what="a /fail ping saying stopped")
+    wait_for(lambda: "stopped" in rig.fail_errors(), timeout=5,
+             what="a /fail ping saying stopped")
     assert_starts_answered(rig)
+    assert_log_lines_only(rig)
 
 
 def test_sigterm_during_scan(rig: Rig) -> None:
