@@ -20,7 +20,7 @@ from reconfigure.tiers import ALIASES, ALIASES_STATIC, TIERS
 from tests.faults.rig import Rig
 from tests.support.world import dump_map, temp_files, wait_for
 
-RECOVERY = 40.0  # seconds: a retry with backoff, a message's redelivery, the next timer cycle
+RECOVERY = 60.0  # seconds: a retry with backoff, a message's redelivery, the next timer cycle
 
 
 def _under(root: Path, path: str) -> Path:

@@ -259,7 +259,3 @@ def rig_env(world: AwsWorld, gate: Gate, root: Path, tier: str, ping_url: str,
                      RECONFIGURE_COMMAND_TIMEOUT="60")
     env.update(extra)
     return env
-
-
-def deadline(seconds: float) -> float:
-    return time.monotonic() + seconds

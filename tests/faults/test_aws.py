@@ -25,8 +25,6 @@ from tests.support.world import wait_for
 SCAN = b"DynamoDB_20120810.Scan"  # the X-Amz-Target of a scan page request
 OUTAGE = "sources not read within"  # the cycle's error when AWS does not answer in time
 
-pytestmark = pytest.mark.timeout(90)
-
 
 @pytest.mark.parametrize("tier", ["imap", "smtp-in"])
 def test_aws_killed_mid_scan_then_back(rig: Rig) -> None:
@@ -93,6 +91,7 @@ def test_table_deleted_while_running_then_recreated(rig: Rig) -> None:
     assert code == 0 and took <= 2.0
 
 
+@pytest.mark.timeout(180)  # up to 45 s for the report, 60 s for the recovery
 def test_shared_queue_deleted_while_running_is_reported_then_recreated(rig: Rig) -> None:
     sqs = rig.world.client("sqs")
     rig.start()

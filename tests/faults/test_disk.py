@@ -22,8 +22,6 @@ from tests.faults.invariants import (
 )
 from tests.faults.rig import Rig
 
-pytestmark = pytest.mark.timeout(90)
-
 
 @pytest.fixture
 def small_fs(rig: Rig) -> Iterator[Path]:

@@ -20,8 +20,6 @@ from tests.faults.invariants import (
 from tests.faults.rig import PING_PATH, Rig
 from tests.support.world import wait_for
 
-pytestmark = pytest.mark.timeout(90)
-
 
 @pytest.fixture
 def receiver_gate(rig: Rig) -> Iterator[Gate]:

@@ -15,8 +15,6 @@ from tests.faults.invariants import (
 from tests.faults.rig import Rig
 from tests.support.world import temp_files, wait_for
 
-pytestmark = pytest.mark.timeout(90)
-
 
 def real_makemap(rig: Rig) -> list[str]:
     return ["/usr/sbin/makemap", "-C", str(rig.root / "sendmail.cf")]

@@ -22,8 +22,6 @@ from tests.faults.test_aws import OUTAGE, SCAN
 from tests.support.items import item
 from tests.support.world import AwsWorld
 
-pytestmark = pytest.mark.timeout(120)
-
 LARGE = 2000  # rows: moto takes about a second to answer the scan
 
 
@@ -81,5 +79,25 @@ def test_moto_killed_mid_scan_then_restarted(rig: Rig, moto: MotoProcess) -> Non
     rig.world.put(item(key.split("@")[0], "example.com", "bob", "acme"))
     rig.world.notify()  # the message moto lost
     assert_recovered(rig, key)
+    code, took = rig.stop()
+    assert code == 0 and took <= 2.0
+
+
+def test_moto_not_running_at_start_then_up_on_its_port(rig: Rig, moto: MotoProcess) -> None:
+    prep = rig.once()  # the image's startup prep built the config the daemon starts with
+    assert prep.returncode == 0, prep.stdout + prep.stderr
+    before = live(rig.root, rig.tier)
+    moto.kill()
+    rig.start(AWS_ENDPOINT_URL=moto.url)  # nothing listens there: connection refused
+
+    assert_reported(rig, OUTAGE)
+    assert_serving(rig.root, rig.tier, before)
+    assert_no_temps(rig.root)
+
+    moto.start()
+    recreate(rig.world)
+    rig.world.put(item("late", "example.com", "bob", "acme"))
+    rig.world.notify()
+    assert_recovered(rig, "late@acme.example.com")
     code, took = rig.stop()
     assert code == 0 and took <= 2.0

@@ -22,8 +22,6 @@ from tests.faults.test_aws import SCAN
 from tests.support.items import item
 from tests.support.world import wait_for
 
-pytestmark = pytest.mark.timeout(90)
-
 
 def stopped_pinged(rig: Rig) -> None:
     """The cycle cut short after its /start is a /fail saying `stopped`."""
