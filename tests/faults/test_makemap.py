@@ -58,3 +58,4 @@ def test_sigkill_during_makemap_then_restart(rig: Rig) -> None:
     assert_recovered(rig, key)  # ... and its own temp files are swept (issue 10 item 10)
     code, took = rig.stop()
     assert code == 0 and took <= 2.0
+
