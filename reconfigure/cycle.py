@@ -55,8 +55,11 @@ class Cycler:
         if self.reloader is None:
             self.reloader = Reloader(self.settings)
 
-    def run(self, trigger: str, *, force: bool = False, messages: int = 0) -> CycleReport:
-        """Never raises for AWS, file or command trouble: the report carries the error."""
+    def run(self, trigger: str, *, force: bool = False, messages: int = 0,
+            queue_error: str | None = None) -> CycleReport:
+        """Never raises for AWS, file or command trouble: the report carries the error.
+        `queue_error`: the trigger queue has failed too long (docs/design.md §6); a cycle
+        that otherwise worked is reported failed with it."""
         report = CycleReport(tier=self.settings.tier, host=self.host, trigger=trigger,
                              messages=messages, queue=self.queue)
         started, cpu = time.monotonic(), _cpu_seconds()
@@ -69,6 +72,8 @@ class Cycler:
             report.error = "abandoned: shutting down"
         except Exception as error:
             report.error = describe(error)
+        if report.error is None and queue_error is not None:
+            report.error = queue_error
         report.duration_ms = round((time.monotonic() - started) * 1000)
         report.cpu_ms = round((_cpu_seconds() - cpu) * 1000)
         self._report(report, handle, addresses)
