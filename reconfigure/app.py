@@ -159,6 +159,7 @@ def _triggers(settings: Settings, cycler: Cycler,
             logger.warning("SQS_QUEUE_URL not set: periodic-only mode",
                            interval_s=settings.interval)
         return queues.SharedQueue(settings.sqs_queue_url, cycler.aws.sqs,
+                                  BoundedCall(cycler.aws, queues.UPKEEP_DEADLINE),
                                   BoundedCall(cycler.aws, queues.RECEIVE_DEADLINE))
     if settings.sqs_queue_url:
         logger.warning("SQS_QUEUE_URL and RECONFIGURE_SNS_TOPIC_ARN both set: "
@@ -175,4 +176,5 @@ def _triggers(settings: Settings, cycler: Cycler,
             cycler.heartbeat.finish(None, CycleReport(settings.tier, cycler.host, "setup",
                                                       error=error))
 
-    return queues.PrivateTriggers(private, on_setup_failed=setup_failed)
+    return queues.PrivateTriggers(private, on_setup_failed=setup_failed,
+                                  receive_call=BoundedCall(aws, queues.RECEIVE_DEADLINE))

@@ -37,7 +37,7 @@ MIN_SETUP_BACKOFF = 5.0
 MAX_SETUP_BACKOFF = 300.0
 REAP_EVERY = 3600.0
 VISIBILITY_SECONDS = 60  # asked for on each receive; the tier images' queue default too
-RECEIVE_DEADLINE = 60.0  # a receive failing this long (retries included) raises to the loop
+RECEIVE_DEADLINE = 10.0  # a receive failing this long (retries included) raises to the loop
 UPKEEP_DEADLINE = 30.0  # each upkeep call (setup, tag, reaper) and delete gives up after it
 EXTEND_DEADLINE = 15.0  # inside half the visibility timeout
 LIST_PAGE_SIZE = 1000  # list_queues' MaxResults: what one page holds
@@ -301,10 +301,12 @@ class _Queue:
     """What both modes share: receive on the poll thread, deletes on the worker, extending
     the visibility of messages in hand, and how long the queue has been failing."""
 
-    def __init__(self, sqs: Any, call: Call, clock: Callable[[], float] = time.monotonic
-                 ) -> None:
+    def __init__(self, sqs: Any, call: Call, clock: Callable[[], float] = time.monotonic,
+                 receive_call: Call | None = None) -> None:
         self.sqs = sqs
         self.call = call  # bounded per call (BoundedCall): nothing retries for ever here
+        # Receives give up sooner: the loop backs off and counts how long they have failed.
+        self.receive_call = receive_call or call
         self.clock = clock
         self.worker = Worker("queue-upkeep")
         self._faults: dict[str, tuple[float, str]] = {}  # kind -> (failing since, error)
@@ -312,7 +314,7 @@ class _Queue:
         self._deletes = 0
 
     def receive(self, url: str, wait: int) -> list[Message]:
-        return receive(self.sqs, self.call, url, wait)
+        return receive(self.sqs, self.receive_call, url, wait)
 
     def delete(self, url: str, messages: list[Message]) -> None:
         """Queued on the worker: a delete that retries never holds up the loop."""
@@ -365,8 +367,9 @@ class _Queue:
 class SharedQueue(_Queue):
     """The tier's queue from SQS_QUEUE_URL (or none: periodic-only mode). No upkeep."""
 
-    def __init__(self, url: str | None, sqs: Any = None, call: Call | None = None) -> None:
-        super().__init__(sqs, call or _no_call)
+    def __init__(self, url: str | None, sqs: Any = None, call: Call | None = None,
+                 receive_call: Call | None = None) -> None:
+        super().__init__(sqs, call or _no_call, receive_call=receive_call)
         self.url = url
 
     def ready(self) -> bool:
@@ -398,8 +401,9 @@ class PrivateTriggers(_Queue):
     each cycle, set up again when it is deleted under us, torn down on stop."""
 
     def __init__(self, queue: PrivateQueue, *, clock: Callable[[], float] = time.monotonic,
-                 on_setup_failed: Callable[[str], None] = lambda error: None) -> None:
-        super().__init__(queue.sqs, queue.call, clock)
+                 on_setup_failed: Callable[[str], None] = lambda error: None,
+                 receive_call: Call | None = None) -> None:
+        super().__init__(queue.sqs, queue.call, clock, receive_call)
         self.queue = queue
         self.on_setup_failed = on_setup_failed
         self._lock = threading.Lock()
