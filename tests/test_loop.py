@@ -5,8 +5,8 @@ each test runs in milliseconds whatever the intervals."""
 from __future__ import annotations
 
 import threading
-from itertools import pairwise
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -211,7 +211,12 @@ def test_a_failed_message_cycle_deletes_only_when_its_render_went_live(
 
 def test_stop_during_a_cycle_ends_the_loop_and_closes_the_queue(tmp_path: Path) -> None:
     loop, _, cycler, triggers = daemon(tmp_path, interval=10, limit=10_000)
-    cycler.during.append(lambda: len(cycler.runs) == 3 and loop.request_stop())
+
+    def third_stops() -> None:
+        if len(cycler.runs) == 3:
+            loop.request_stop()
+
+    cycler.during.append(third_stops)
     loop.run()
     assert len(cycler.runs) == 3 and triggers.closed
 
