@@ -421,8 +421,13 @@ class PrivateTriggers(_Queue):
         return self.url is not None or self._setup_tried
 
     def next_upkeep(self) -> float:
+        """When `upkeep` has something to queue; a setup already under way is not due
+        (the worker wakes the loop when it ends), so the loop never spins on it."""
+        setting_up = self.worker.busy("setup")
         with self._lock:
-            return self._next_reap if self.url else min(self._next_setup, self._next_reap)
+            if self.url or setting_up:
+                return self._next_reap
+            return min(self._next_setup, self._next_reap)
 
     def upkeep(self, wake: threading.Event) -> None:
         """Queue what is due on the worker; returns at once. `wake` is set when a job ends,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -187,3 +188,31 @@ def test_reaper_lists_every_page_of_queues(world: AwsWorld, proxy: Proxy, topic:
     assert sorted(private.reap()) == names
     assert proxy.count("ListQueues") >= 3  # five queues, two a page
     assert private_queues(world, tier) == []
+
+
+class _SlowSqs:
+    """CreateQueue that answers only when told: a setup under way."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def create_queue(self, **_: object) -> dict[str, str]:
+        self.release.wait(10)
+        raise ConnectionError("no answer")
+
+
+def test_a_setup_under_way_is_not_due_again_so_the_loop_never_spins() -> None:
+    sqs = _SlowSqs()
+    private = PrivateQueue(sqs=sqs, sns=None, call=_direct, tier="imap", owner="me",
+                           topic_arn="arn:aws:sns:us-east-1:123456789012:t", region="us-east-1")
+    triggers = queues.PrivateTriggers(private)
+    wake = threading.Event()
+    now = time.monotonic()
+    triggers.upkeep(wake)  # returns at once: setup and reaper run on the worker
+    assert time.monotonic() - now < 1.0
+    assert triggers.next_upkeep() > now + 60  # the reaper's next hour, not "now"
+    sqs.release.set()
+    assert wake.wait(10)
+    fault = wait_for(triggers.fault, what="setup failure recorded")
+    assert "private queue setup failed" in fault[1]
+    assert triggers.next_upkeep() >= now + queues.MIN_SETUP_BACKOFF

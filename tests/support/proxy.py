@@ -24,7 +24,8 @@ class Proxy:
         parsed = urlparse(upstream)
         self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
         self.url = ""
-        self.counts: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()  # by action
+        self.services: Counter[str] = Counter()  # by service (X-Amz-Target prefix, or "query")
         self.receive_waits: list[int] = []  # WaitTimeSeconds of each ReceiveMessage, in order
         self._failing: set[str] = set()
         self._lock = threading.Lock()
@@ -49,18 +50,19 @@ class Proxy:
     def reset(self) -> None:
         with self._lock:
             self.counts.clear()
+            self.services.clear()
             self.receive_waits.clear()
 
-    def total(self, prefix: str = "") -> int:
-        """Requests counted, of the services whose target starts with `prefix`."""
+    def total(self, service: str = "") -> int:
+        """Requests counted, of the services whose name starts with `service` ("AmazonSQS")."""
         with self._lock:
-            return sum(n for action, n in self.counts.items() if action.startswith(prefix))
+            return sum(n for name, n in self.services.items() if name.startswith(service))
 
     def _note(self, service: str, action: str, params: dict[str, object]) -> bool:
         """Count one request; True when it must be answered 503."""
         with self._lock:
             self.counts[action] += 1
-            self.counts[f"{service}:{action}"] += 1
+            self.services[service] += 1
             if action == "ReceiveMessage":
                 self.receive_waits.append(int(str(params.get("WaitTimeSeconds", 0))))
             return action in self._failing
