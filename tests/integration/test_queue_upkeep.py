@@ -16,7 +16,9 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from reconfigure import queues
+from reconfigure.aws import Aws
 from reconfigure.queues import TAG_LAST_CYCLE, TAG_TIER, PrivateQueue, prefix_for
+from reconfigure.settings import from_env
 from tests.support.items import item
 from tests.support.proxy import Proxy, counting_proxy
 from tests.support.world import (
@@ -216,3 +218,25 @@ def test_a_setup_under_way_is_not_due_again_so_the_loop_never_spins() -> None:
     fault = wait_for(triggers.fault, what="setup failure recorded")
     assert "private queue setup failed" in fault[1]
     assert triggers.next_upkeep() >= now + queues.MIN_SETUP_BACKOFF
+
+
+def test_extending_visibility_keeps_a_message_hidden_and_zero_releases_it(
+        world: AwsWorld) -> None:
+    sqs = world.client("sqs")
+    shared = queues.SharedQueue(world.queue_url, sqs, _direct)
+    world.notify()
+    [held] = wait_for(lambda: shared.receive(world.queue_url, 1), what="the message")
+    shared.extend(world.queue_url, [held], queues.VISIBILITY_SECONDS)
+    assert shared.receive(world.queue_url, 1) == []  # still hidden, extended
+    shared.extend(world.queue_url, [held], 0)  # visible again at once
+    again = wait_for(lambda: shared.receive(world.queue_url, 1), what="the message again")
+    assert [m.message_id for m in again] == [held.message_id]
+    shared.delete(world.queue_url, again)
+    wait_for(lambda: world.queue_depth() == 0, what="deleted by the worker")
+
+
+def test_the_connection_pool_holds_every_scan_segment() -> None:
+    env = {"TIER": "imap", "CERT_DOMAIN": "cabal.example", "AWS_REGION": "us-east-1",
+           "RECONFIGURE_SCAN_SEGMENTS": "32"}
+    aws = Aws.from_settings(from_env(env))
+    assert aws.dynamodb.meta.config.max_pool_connections >= 32

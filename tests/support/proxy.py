@@ -125,8 +125,13 @@ def counting_proxy(upstream: str) -> Iterator[Proxy]:
         def log_message(self, format: str, *args: object) -> None:
             return
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
+    class Server(http.server.ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request: object, client_address: object) -> None:
+            return  # a client gone mid-answer (a daemon stopped during its long poll)
+
+    server = Server(("127.0.0.1", 0), Handler)
     proxy.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, name="proxy", daemon=True)
     thread.start()
