@@ -240,3 +240,18 @@ def test_the_connection_pool_holds_every_scan_segment() -> None:
            "RECONFIGURE_SCAN_SEGMENTS": "32"}
     aws = Aws.from_settings(from_env(env))
     assert aws.dynamodb.meta.config.max_pool_connections >= 32
+
+
+def test_sigterm_while_setup_retries_503_exits_within_2_s(
+        world: AwsWorld, proxy: Proxy, topic: str, tmp_path: Path, root: Path,
+        daemons: list[subprocess.Popen[bytes]]) -> None:
+    proxy.fail("CreateQueue", "ReceiveMessage")
+    log = tmp_path / "daemon.log"
+    env = daemon_env(world, root, AWS_ENDPOINT_URL=proxy.url, RECONFIGURE_INTERVAL="1",
+                     RECONFIGURE_SNS_TOPIC_ARN=topic)
+    del env["SQS_QUEUE_URL"]
+    daemons.append(start_daemon(env, log))
+    wait_for(lambda: timer_cycles(log) and proxy.count("CreateQueue") >= 2, timeout=30,
+             what="a timer cycle while setup is being retried")
+    code, took = stop_daemon(daemons[0])
+    assert code == 0 and took <= 2.0
