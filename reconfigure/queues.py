@@ -39,7 +39,6 @@ REAP_EVERY = 3600.0
 VISIBILITY_SECONDS = 60  # asked for on each receive; the tier images' queue default too
 RECEIVE_DEADLINE = 10.0  # a receive failing this long (retries included) raises to the loop
 UPKEEP_DEADLINE = 30.0  # each upkeep call (setup, tag, reaper) and delete gives up after it
-EXTEND_DEADLINE = 15.0  # inside half the visibility timeout
 LIST_PAGE_SIZE = 1000  # list_queues' MaxResults: what one page holds
 _QUEUE_GONE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 
