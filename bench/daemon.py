@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/daemon.py latency [ROWS] [TRIALS]   message → new .db latency
     .venv/bin/python bench/daemon.py cycle [ROWS ...]           one cycle's time, split
-    .venv/bin/python bench/daemon.py idle [SECONDS]             CPU of an idle daemon
+    .venv/bin/python bench/daemon.py idle [--minutes N] [--interval S]  idle CPU-s/h, SQS req/h
     .venv/bin/python bench/daemon.py fanout [ROWS] [TRIALS]     publish → all 3 tasks updated
 
 Every figure separates the time spent in AWS calls (moto's own Scan is slow and not ours
@@ -12,6 +12,7 @@ to optimise) from the daemon's own time, and reports the daemon's CPU and peak R
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import statistics
@@ -27,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.render import synthetic_items
 from tests.support.items import item
+from tests.support.proxy import counting_proxy
 from tests.support.world import (
     AwsWorld,
     cycles,
@@ -38,6 +40,7 @@ from tests.support.world import (
     stop_daemon,
     wait_for,
 )
+from tests.support.world import moto_server as world_moto
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -136,13 +139,54 @@ def cycle(rows: int) -> None:
         print(f"peak RSS rows={rows}: {peak_rss_mb(process.pid):.0f} MB")
 
 
-def idle(seconds: float) -> None:
-    with daemon(100) as (_world, _root, process, _log):
-        before, started = process_cpu(process.pid), time.monotonic()
-        time.sleep(seconds)
-        used, elapsed = process_cpu(process.pid) - before, time.monotonic() - started
-        print(f"idle: {used:.2f} CPU-s in {elapsed:.0f} s = {used * 3600 / elapsed:.2f} "
-              f"CPU-s per hour; RSS peak {peak_rss_mb(process.pid):.0f} MB")
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and of its children it has waited for (makemap, …)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / CLOCK_TICKS
+
+
+def idle(minutes: float, rows: int = 1000, interval: float = 900) -> None:
+    """An idle daemon with the default interval, a `rows`-row table and an empty queue,
+    behind a counting proxy: CPU-seconds and SQS requests per hour (issue 12's targets:
+    <= 0.5 CPU-s/h including fallback cycles, <= 200 requests/h)."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request lines
+    with world_moto() as endpoint, counting_proxy(endpoint) as proxy, \
+            tempfile.TemporaryDirectory() as tmp:
+        world = make_world(endpoint)
+        seed(world, rows)
+        root = make_root(Path(tmp) / "root")
+        log = Path(tmp) / "daemon.log"
+        env = daemon_env(world, root, AWS_ENDPOINT_URL=proxy.url)
+        if interval != 900:
+            env["RECONFIGURE_INTERVAL"] = f"{interval:g}"
+        process = start_daemon(env, log)
+        try:
+            startup = wait_for(lambda: cycles(log), timeout=300, what="startup cycle")[0]
+            before, started = tree_cpu(process.pid), time.monotonic()
+            proxy.reset()
+            time.sleep(minutes * 60)
+            used, elapsed = tree_cpu(process.pid) - before, time.monotonic() - started
+            sqs, every, receives = proxy.total("AmazonSQS"), proxy.total(), len(proxy.waits())
+            short = sum(1 for w in proxy.waits() if w < 20)
+            timers = [c for c in cycles(log) if c["trigger"] == "timer"]
+        finally:
+            stop_daemon(process)
+    per_hour = 3600 / elapsed
+    # A timer cycle's own cost (no change to apply) when the window had one, else the
+    # startup cycle's (it also compiles every map: an upper bound).
+    costs = sorted(c["cpu_ms"] / 1000 for c in timers) or [startup["cpu_ms"] / 1000]
+    cycle_cpu, which = costs[len(costs) // 2], "timer, median" if timers else "startup"
+    fallback = 3600 / 900 * cycle_cpu  # the default interval's cycles
+    between = (used - sum(c["cpu_ms"] / 1000 for c in timers)) * per_hour
+    print(f"idle rows={rows} window={elapsed / 60:.1f} min, interval {interval:g} s "
+          f"({len(timers)} timer cycles in the window)")
+    print(f"  daemon+children CPU: {used:.3f} s in the window = {used * per_hour:.3f} CPU-s/h;"
+          f" between cycles {between:.3f} CPU-s/h; one cycle ({rows} rows, {which}) "
+          f"{cycle_cpu:.3f} CPU-s; idle with the default interval's 4 cycles an hour: "
+          f"{between + fallback:.3f} CPU-s/h")
+    print(f"  SQS requests: {sqs} = {sqs * per_hour:.0f}/h ({receives} ReceiveMessage, "
+          f"{short} with WaitTimeSeconds < 20); all AWS requests: {every} = "
+          f"{every * per_hour:.0f}/h")
 
 
 def _percentile(figures: list[float], share: float) -> float:
@@ -219,7 +263,9 @@ def main(argv: list[str]) -> None:
     elif command == "fanout":
         fanout(int(args[0]) if args else 1000, int(args[1]) if len(args) > 1 else 10)
     elif command == "idle":
-        idle(float(args[0]) if args else 300)
+        options = dict(zip(args[::2], args[1::2], strict=False))
+        idle(float(options.get("--minutes", 10)),
+             interval=float(options.get("--interval", 900)))
     else:
         raise SystemExit(__doc__)
     sys.stdout.flush()

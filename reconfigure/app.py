@@ -12,7 +12,7 @@ import threading
 from collections.abc import Mapping
 
 from reconfigure import commands, log, metrics, queues, ssm
-from reconfigure.aws import Aws, Cancelled, DeadlineExceeded, bounded, describe
+from reconfigure.aws import Aws, BoundedCall, Cancelled, DeadlineExceeded, bounded, describe
 from reconfigure.cycle import Cycler
 from reconfigure.heartbeat import Heartbeat
 from reconfigure.loop import Daemon
@@ -129,7 +129,8 @@ def run(settings: Settings, env: Mapping[str, str]) -> int:
     triggers = _triggers(settings, cycler, env)
     cycler.queue = ("private" if isinstance(triggers, queues.PrivateTriggers)
                     else "shared" if triggers.url else "periodic")
-    daemon = Daemon(cycler, triggers, settings.interval, settings.ready_file)
+    daemon = Daemon(cycler, triggers, settings.interval, settings.path(settings.ready_file),
+                    queue_fault_bound=settings.read_deadline)
     daemon.install_signal_handlers()
     if settings.metrics_port is not None:
         cycler.metrics = metrics.Metrics(settings.tier,
@@ -157,13 +158,16 @@ def _triggers(settings: Settings, cycler: Cycler,
         if not settings.sqs_queue_url:
             logger.warning("SQS_QUEUE_URL not set: periodic-only mode",
                            interval_s=settings.interval)
-        return queues.SharedQueue(settings.sqs_queue_url)
+        return queues.SharedQueue(settings.sqs_queue_url, cycler.aws.sqs,
+                                  BoundedCall(cycler.aws, queues.UPKEEP_DEADLINE),
+                                  BoundedCall(cycler.aws, queues.RECEIVE_DEADLINE))
     if settings.sqs_queue_url:
         logger.warning("SQS_QUEUE_URL and RECONFIGURE_SNS_TOPIC_ARN both set: "
                        "using a private queue")
     aws = cycler.aws
     private = queues.PrivateQueue(
-        sqs=aws.sqs, sns=aws.sns, call=aws.call, tier=settings.tier,
+        sqs=aws.sqs, sns=aws.sns, call=BoundedCall(aws, queues.UPKEEP_DEADLINE),
+        tier=settings.tier,
         owner=queues.identity(env), topic_arn=settings.sns_topic_arn,
         region=settings.aws_region or "", orphan_age=settings.orphan_queue_age)
 
@@ -172,4 +176,5 @@ def _triggers(settings: Settings, cycler: Cycler,
             cycler.heartbeat.finish(None, CycleReport(settings.tier, cycler.host, "setup",
                                                       error=error))
 
-    return queues.PrivateTriggers(private, on_setup_failed=setup_failed)
+    return queues.PrivateTriggers(private, on_setup_failed=setup_failed,
+                                  receive_call=BoundedCall(aws, queues.RECEIVE_DEADLINE))

@@ -38,6 +38,17 @@ class Call(Protocol):
     def __call__(self, what: str, function: Callable[[], T], /) -> T: ...
 
 
+class BoundedCall:
+    """`Aws.call` with a deadline, as a `Call`: queue upkeep and receives give up after
+    it and retry on their own schedule, so they never hold anything up for long."""
+
+    def __init__(self, aws: Aws, deadline: float) -> None:
+        self.aws, self.deadline = aws, deadline
+
+    def __call__(self, what: str, function: Callable[[], T], /) -> T:
+        return self.aws.call(what, function, deadline=self.deadline)
+
+
 class Cancelled(Exception):
     """The daemon is stopping: abandon the AWS call in progress."""
 
@@ -122,9 +133,12 @@ class Aws:
     @classmethod
     def from_settings(cls, settings: Settings, stop: threading.Event | None = None) -> Aws:
         # botocore's own retries stay short; our retry loop handles long outages.
+        # One pooled connection per scan segment (plus the poll and upkeep threads), or
+        # urllib3 discards and reopens connections under a parallel scan.
         config = botocore.config.Config(
             region_name=settings.aws_region, connect_timeout=5, read_timeout=30,
             retries={"mode": "standard", "max_attempts": 2},
+            max_pool_connections=max(10, settings.scan_segments + 2),
         )
         # A stuck request holds a scan page or a user page: give up on the socket well before
         # the read deadline. SQS keeps 30 s, above its 20 s long poll.
@@ -138,8 +152,10 @@ class Aws:
             table=settings.address_table, stop=stop,
         )
 
-    def call(self, what: str, function: Callable[[], T]) -> T:
-        """Run one AWS call, retrying transient errors until it succeeds or we stop."""
+    def call(self, what: str, function: Callable[[], T], *,
+             deadline: float | None = None) -> T:
+        """Run one AWS call, retrying transient errors until it succeeds or we stop, or
+        (with `deadline`) until that many seconds have passed: then the last error raises."""
         logger = log.get()
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
@@ -156,7 +172,11 @@ class Aws:
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(is_transient),
-            wait=tenacity.wait_random_exponential(multiplier=0.5, max=self.max_backoff),
+            wait=tenacity.wait_random_exponential(
+                multiplier=0.5, max=self.max_backoff if deadline is None
+                else min(self.max_backoff, max(deadline / 4, 1.0))),
+            stop=tenacity.stop_never if deadline is None
+            else tenacity.stop_after_delay(deadline),
             sleep=sleep, before_sleep=before_sleep, reraise=True,
         )
         if self.stop.is_set():

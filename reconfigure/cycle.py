@@ -52,13 +52,17 @@ class Cycler:
     _refusals_seen: set[str] = field(default_factory=set)
     _swept: bool = False  # a daemon's own temp names are swept before its first cycle
     _reloaded: bool = False  # this cycle attempted its reloads (never twice in a cycle)
+    _live_addresses: int | None = None  # the count of a render this cycle made live
 
     def __post_init__(self) -> None:
         if self.reloader is None:
             self.reloader = Reloader(self.settings)
 
-    def run(self, trigger: str, *, force: bool = False, messages: int = 0) -> CycleReport:
-        """Never raises for AWS, file or command trouble: the report carries the error."""
+    def run(self, trigger: str, *, force: bool = False, messages: int = 0,
+            queue_error: str | None = None) -> CycleReport:
+        """Never raises for AWS, file or command trouble: the report carries the error.
+        `queue_error`: the trigger queue has failed too long (docs/design.md §6); a cycle
+        that otherwise worked is reported failed with it."""
         report = CycleReport(tier=self.settings.tier, host=self.host, trigger=trigger,
                              messages=messages, queue=self.queue)
         if not self._swept and trigger != "once":
@@ -66,9 +70,9 @@ class Cycler:
         self._reloaded = False
         started, cpu = time.monotonic(), _cpu_seconds()
         handle = self.heartbeat.begin() if self.heartbeat else None
-        addresses: int | None = None
+        self._live_addresses = None
         try:
-            addresses = self._cycle(report, force=force)
+            self._cycle(report, force=force)
         except (Cancelled, commands.Stopped):
             report.abandoned = True
             report.error = "abandoned: shutting down"
@@ -78,12 +82,16 @@ class Cycler:
                 self._retry_owed(report)
         assert self.reloader is not None
         report.owed = self.reloader.names()
+        if report.error is None and queue_error is not None:
+            report.error = queue_error
         report.duration_ms = round((time.monotonic() - started) * 1000)
         report.cpu_ms = round((_cpu_seconds() - cpu) * 1000)
-        self._report(report, handle, addresses)
+        # Once the render is live its count is the guard's reference, even when a reload
+        # or the queue then failed the cycle.
+        self._report(report, handle, self._live_addresses)
         return report
 
-    def _cycle(self, report: CycleReport, *, force: bool) -> int:
+    def _cycle(self, report: CycleReport, *, force: bool) -> None:
         settings, tier, logger = self.settings, TIERS[self.settings.tier], log.get()
         started = time.monotonic()
         try:
@@ -129,9 +137,9 @@ class Cycler:
             raise
         report.changed = applied.changed
         report.applied = True
+        self._live_addresses = addresses
         reloader.owe(applied.reloads)
         self._reload(report, applied.reloads)
-        return addresses
 
     def _reload(self, report: CycleReport, reloads: set[Reload], *,
                 quiet: bool = False) -> None:

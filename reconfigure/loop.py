@@ -1,8 +1,12 @@
-"""The daemon's schedule: wait for the ready file, then one cycle per trigger until stopped.
+"""The daemon's schedule: wait for the ready file, then one cycle per trigger until stopped
+(docs/design.md §6).
 
-Triggers are SQS message batches (long poll) and a fallback timer on the monotonic clock.
-The long poll runs in a worker thread so that SIGTERM is honoured at once: the main
-thread only ever waits on an event that either the poll or the signal handler sets.
+Triggers are SQS message batches (one 20 s long poll at a time, in a worker thread) and a
+fallback timer on the monotonic clock. The main thread only runs cycles and waits on one
+event that the poll, the queue's upkeep worker or the signal handler sets, so SIGTERM is
+honoured at once and nothing the queue does (setup, tag, reaper, deletes, all on the
+queue's worker) ever holds up the timer. A poll is never shortened to meet the timer: when
+the timer is due the cycle runs while the poll goes on, and its messages are handled after.
 What the queue is, and its upkeep, is `queues`' business; a cycle is `cycle`'s.
 """
 
@@ -11,35 +15,91 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
+from typing import Protocol
 
-from reconfigure import log, queues
+from reconfigure import log
 from reconfigure.aws import describe
-from reconfigure.cycle import Cycler
-from reconfigure.queues import Message, TriggerQueue
+from reconfigure.queues import VISIBILITY_SECONDS, Message
 from reconfigure.report import CycleReport
 
 LONG_POLL_SECONDS = 20
 DRAIN_ROUNDS = 20  # up to 200 more messages folded into one cycle
 MIN_RECEIVE_BACKOFF = 5.0
 MAX_RECEIVE_BACKOFF = 300.0
+MIN_RETRY = 5.0  # after a failed cycle, doubling up to the interval
+SETUP_GRACE = 5.0  # the startup cycle waits this long for a private queue's subscription
+QUEUE_FAULT_BOUND = 180.0  # a queue failing longer than this fails the next cycle's report
 TEARDOWN_SECONDS = 1.0  # inside the 2 s the daemon has to stop
+
+
+class Cycles(Protocol):
+    """What the loop needs of `cycle.Cycler` (a test's fake too)."""
+
+    stop: threading.Event
+
+    def run(self, trigger: str, *, force: bool = False, messages: int = 0,
+            queue_error: str | None = None) -> CycleReport: ...
+
+
+class Triggers(Protocol):
+    """What the loop needs of a trigger source (`queues.SharedQueue`, `PrivateTriggers`).
+    Only `receive` and `extend` block; they run on the poll and extender threads."""
+
+    @property
+    def url(self) -> str | None: ...
+    def ready(self) -> bool: ...
+    def next_upkeep(self) -> float: ...
+    def upkeep(self, wake: threading.Event) -> None: ...
+    def receive(self, url: str, wait: int) -> list[Message]: ...
+    def receive_failed(self, error: BaseException) -> None: ...
+    def delete(self, url: str, messages: list[Message]) -> None: ...
+    def extend(self, url: str, messages: list[Message], seconds: int) -> None: ...
+    def fault(self) -> tuple[float, str] | None: ...
+    def cycle_ended(self) -> None: ...
+    def close(self, timeout: float) -> None: ...
+
+
+def _wait(event: threading.Event, timeout: float) -> bool:
+    return event.wait(timeout)
+
+
+def _spawn(target: Callable[[], None], name: str) -> None:
+    """A daemon thread, not an executor: at exit nothing waits for a poll in flight."""
+    threading.Thread(target=target, name=name, daemon=True).start()
+
+
+@dataclass
+class _Poll:
+    url: str
+    future: Future[list[Message]]
 
 
 @dataclass
 class Daemon:
-    cycler: Cycler
-    triggers: TriggerQueue
+    cycler: Cycles
+    triggers: Triggers
     interval: float
-    ready_file: str  # a path under the root
+    ready_path: Path
     clock: Callable[[], float] = time.monotonic
+    wait: Callable[[threading.Event, float], bool] = _wait  # a test's clock advances here
+    spawn: Callable[[Callable[[], None], str], None] = _spawn
+    queue_fault_bound: float = QUEUE_FAULT_BOUND
+    extend_every: float = VISIBILITY_SECONDS / 2
     wake: threading.Event = field(default_factory=threading.Event)
-    _poll: Future[list[Message]] | None = None
-    _poll_url: str | None = None
-    _backoff: float = MIN_RECEIVE_BACKOFF
+    _poll: _Poll | None = None
+    _receive_backoff: float = MIN_RECEIVE_BACKOFF
+    _receive_at: float = 0.0  # no receive before this (backoff after a failure)
+    _receive_fault: tuple[float, str] | None = None  # (failing since, error)
+    _retry: float = MIN_RETRY
+    _queue_error_sent: str | None = None  # what the last cycle was told of the queue
+    _in_hand: dict[str, tuple[str, Message]] = field(default_factory=dict)
+    _hand_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def stop(self) -> threading.Event:
@@ -60,13 +120,12 @@ class Daemon:
 
     def wait_ready(self) -> bool:
         """Block until the image's startup prep has written the ready file (or we stop)."""
-        path = self.cycler.settings.path(self.ready_file)
         logged = False
-        while not path.exists():
+        while not self.ready_path.exists():
             if not logged:
-                log.get().info("waiting for ready file", path=str(path))
+                log.get().info("waiting for ready file", path=str(self.ready_path))
                 logged = True
-            if self.stop.wait(0.5):
+            if self.wait(self.stop, 0.5):
                 return False
         return True
 
@@ -74,105 +133,177 @@ class Daemon:
         if not self.wait_ready():
             return
         try:
-            self._upkeep()  # subscribe before the first full read
-            self._cycle("startup")
-            next_timer = self.clock() + self.interval
+            self._settle()  # subscribe before the first full read
+            next_due = self._after(self._cycle("startup"))
             while not self.stop.is_set():
-                messages = self._next_messages(min(next_timer, self.triggers.next_upkeep()))
+                self.wake.clear()  # before looking: whatever sets it from now on is seen
+                self.triggers.upkeep(self.wake)
+                poll, messages = self._collect()
                 if self.stop.is_set():
                     break
-                if messages:
-                    self._handle(messages)
-                    next_timer = self.clock() + self.interval
-                elif self.clock() >= next_timer:
-                    self._cycle("timer")
-                    next_timer = self.clock() + self.interval
-                self._upkeep()
+                if poll is not None and messages:
+                    next_due = self._after(self._handle(poll.url, messages))
+                    continue
+                now = self.clock()
+                if now >= next_due:
+                    next_due = self._after(self._cycle("timer"))
+                    continue
+                if self._start_poll(now):
+                    continue  # it may have finished already (a test's inline poll)
+                until = min(next_due, self.triggers.next_upkeep())
+                if self._poll is None and self.triggers.url:
+                    until = min(until, self._receive_at)
+                self.wait(self.wake, max(0.0, until - now))
         finally:
             if self.stop.is_set():
                 log.get().info("stopping")
             self.triggers.close(TEARDOWN_SECONDS)
         log.get().info("stopped")
 
-    def _upkeep(self) -> None:
-        if not self.stop.is_set():
-            self.triggers.upkeep()
+    def _settle(self) -> None:
+        """Give a private queue's setup a moment, so the startup read follows the
+        subscription; a setup that takes longer goes on while the cycles run."""
+        self.triggers.upkeep(self.wake)
+        deadline = self.clock() + SETUP_GRACE
+        while not self.stop.is_set():
+            self.wake.clear()
+            remaining = deadline - self.clock()
+            if self.triggers.ready() or remaining <= 0:
+                return
+            self.wait(self.wake, remaining)
+
+    def _after(self, report: CycleReport) -> float:
+        """When the next timer cycle is due: an interval on, or sooner after a failure
+        (5 s doubling up to the interval), so a passing fault costs minutes, not one."""
+        now = self.clock()
+        if report.ok or report.abandoned or report.error == self._queue_error_sent:
+            self._retry = MIN_RETRY
+            return now + self.interval
+        delay = min(self._retry, self.interval)
+        self._retry = min(self._retry * 2, self.interval)
+        log.get().info("cycle failed: next try sooner", retry_in_s=delay)
+        return now + delay
+
+    def _queue_error(self) -> str | None:
+        """The queue's trouble once it has lasted `queue_fault_bound` (docs/design.md §6):
+        receives or upkeep failing that long are reported like a failed cycle."""
+        faults = []
+        if self._receive_fault is not None:
+            since, error = self._receive_fault
+            faults.append((self.clock() - since, f"receive: {error}"))
+        upkeep = self.triggers.fault()
+        if upkeep is not None:
+            faults.append(upkeep)
+        if not faults:
+            return None
+        age, error = max(faults)
+        if age < self.queue_fault_bound:
+            return None
+        return f"queue failing for {age:.0f} s: {error}"
 
     def _cycle(self, trigger: str, messages: int = 0) -> CycleReport:
-        report = self.cycler.run(trigger, messages=messages)
+        self._queue_error_sent = self._queue_error()
+        with self._extending():
+            report = self.cycler.run(trigger, messages=messages,
+                                     queue_error=self._queue_error_sent)
         if not report.abandoned:
             self.triggers.cycle_ended()
         return report
 
-    def _next_messages(self, next_timer: float) -> list[Message]:
-        """Messages from one long poll (plus any already waiting), or [] when the timer is
-        due first. A poll still running when the timer fires is picked up afterwards."""
-        remaining = max(0.0, next_timer - self.clock())
-        url = self.triggers.url
-        if not url:
-            self.stop.wait(remaining)
-            return []
-        if self._poll is not None and self._poll_url != url:
-            self._poll = None  # a poll of a queue we no longer use
-        if self._poll is None:
-            self.wake.clear()
-            if self.stop.is_set():
-                return []
-            self._poll = self._start_poll(url, int(min(LONG_POLL_SECONDS, remaining)))
-            self._poll_url = url
-        self.wake.wait(remaining)
-        if self.stop.is_set() or not self._poll.done():
-            return []
-        poll, self._poll = self._poll, None
+    def _collect(self) -> tuple[_Poll | None, list[Message]]:
+        """A finished poll and its messages, or (None, []) while none has finished."""
+        poll = self._poll
+        if poll is None or not poll.future.done():
+            return None, []
+        self._poll = None
         try:
-            messages = poll.result()
+            messages = poll.future.result()
         except Exception as error:
-            log.get().error("queue receive failed", error=describe(error),
-                            retry_in_s=self._backoff)
+            now = self.clock()
+            described = describe(error)
+            log.get().error("queue receive failed", error=described,
+                            retry_in_s=self._receive_backoff)
             self.triggers.receive_failed(error)
-            self.stop.wait(min(self._backoff, remaining))
-            self._backoff = min(self._backoff * 2, MAX_RECEIVE_BACKOFF)
-            return []
-        self._backoff = MIN_RECEIVE_BACKOFF
-        return messages
+            since = self._receive_fault[0] if self._receive_fault else now
+            self._receive_fault = (since, described)
+            self._receive_at = now + self._receive_backoff
+            self._receive_backoff = min(self._receive_backoff * 2, MAX_RECEIVE_BACKOFF)
+            return None, []
+        self._receive_backoff = MIN_RECEIVE_BACKOFF
+        self._receive_fault = None
+        return poll, messages
 
-    def _start_poll(self, url: str, wait: int) -> Future[list[Message]]:
-        """A daemon thread, not an executor: at exit nothing waits for a poll in flight."""
+    def _start_poll(self, now: float) -> bool:
+        """Start a long poll unless one is running, there is no queue, or a failed receive
+        is backing off. Always the full 20 s: the timer never shortens it."""
+        url = self.triggers.url
+        if self._poll is not None and self._poll.url != url:
+            self._poll = None  # a poll of a queue we no longer use
+        if url is None or self._poll is not None or now < self._receive_at:
+            return False
         future: Future[list[Message]] = Future()
+        self._poll = _Poll(url, future)
 
         def poll() -> None:
             try:
-                future.set_result(self._receive(url, wait))
-            except BaseException as error:
+                future.set_result(self._receive(url))
+            except BaseException as error:  # handed to the loop
                 future.set_exception(error)
             self.wake.set()
 
-        threading.Thread(target=poll, name="poll", daemon=True).start()
-        return future
+        self.spawn(poll, "poll")
+        return True
 
-    def _receive(self, url: str, wait: int) -> list[Message]:
-        aws = self.cycler.aws
-        messages = queues.receive(aws, url, wait)
-        # Fold a burst into one cycle: whatever is already queued comes along.
+    def _receive(self, url: str) -> list[Message]:
+        """One long poll; only when it brought messages, short receives fold a burst into
+        one cycle (the one place a WaitTimeSeconds=0 receive is made)."""
+        messages = self.triggers.receive(url, LONG_POLL_SECONDS)
         for _ in range(DRAIN_ROUNDS):
             if not messages or self.stop.is_set():
                 break
-            more = queues.receive(aws, url, 0)
+            more = self.triggers.receive(url, 0)
             if not more:
                 break
             messages.extend(more)
+        with self._hand_lock:
+            self._in_hand.update((m.message_id, (url, m)) for m in messages)
         return messages
 
-    def _handle(self, messages: list[Message]) -> None:
-        url = self._poll_url
+    def _handle(self, url: str, messages: list[Message]) -> CycleReport:
+        """A message cycle. Once the render is live the messages have done their job, even
+        if a reload then failed (it stays owed and is reported): they are deleted. A cycle
+        that applied nothing leaves them to come back after their visibility timeout."""
         report = self._cycle("message", len(messages))
-        if not report.ok or self.stop.is_set() or url is None:
-            return  # the messages come back after their visibility timeout
         unique = list({m.message_id: m for m in messages}.values())
-        try:
-            failed = queues.delete(self.cycler.aws, url, unique)
-        except Exception as error:
-            log.get().error("queue delete failed", error=describe(error))
+        with self._hand_lock:
+            for message in unique:
+                self._in_hand.pop(message.message_id, None)
+        if not report.abandoned and (report.ok or report.applied):
+            self.triggers.delete(url, unique)
+        return report
+
+    @contextmanager
+    def _extending(self) -> Iterator[None]:
+        """While a cycle runs, keep the messages in hand hidden: every half visibility
+        timeout, another full one, so a long cycle does not get them redelivered."""
+        if self.triggers.url is None:
+            yield
             return
-        if failed:
-            log.get().warning("some messages not deleted", failed=failed)
+        done = threading.Event()
+
+        def extend() -> None:
+            while not done.wait(self.extend_every):
+                with self._hand_lock:
+                    held = list(self._in_hand.values())
+                by_url: dict[str, list[Message]] = {}
+                for url, message in held:
+                    by_url.setdefault(url, []).append(message)
+                for url, batch in by_url.items():
+                    if not done.is_set():
+                        self.triggers.extend(url, batch, VISIBILITY_SECONDS)
+
+        threading.Thread(target=extend, name="extend", daemon=True).start()
+        try:
+            yield
+        finally:
+            done.set()

@@ -39,8 +39,9 @@ def record(path: Path, report: CycleReport, *, addresses: int | None,
            now: float | None = None, current: dict[str, Any] | None = None,
            last_ping: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Merge one cycle into the status (`current`, else the file's) and write it back;
-    `addresses` is set after a successful apply; `last_ping` is the heartbeat's latest
-    known ping outcome (pings go after this write, so it is the previous cycles').
+    `addresses` is the count of a render that went live (even if a reload then failed);
+    `last_ping` is the heartbeat's latest known ping outcome (pings go after this write,
+    so it is the previous cycles').
     Returns the new status."""
     status = dict(load(path) if current is None else current)
     stamp = time.time() if now is None else now
@@ -50,10 +51,10 @@ def record(path: Path, report: CycleReport, *, addresses: int | None,
     status["last_cycle"] = {**asdict(report), "at": stamp, "ok": report.ok}
     status[OWED] = sorted(report.owed)
     status["cycles"] = int(status.get("cycles", 0)) + 1
+    if addresses is not None:
+        status["addresses"] = addresses
     if report.ok:
         status["last_success_at"] = stamp
-        if addresses is not None:
-            status["addresses"] = addresses
     else:
         status["last_failure_at"] = stamp
         status["last_error"] = report.error

@@ -142,6 +142,7 @@ def test_an_owed_reload_fails_each_cycle_everywhere_until_it_is_done(
         assert health.main(env) == 1
         written = health.load(root / "var/lib/reconfigure/status.json")
         assert written["owed_reloads"] == ["sendmail"]
+        assert written["addresses"] == 2  # live now: the guard's reference moves with it
         described = status.describe(written, now=0, interval=900,
                                     path=root / "var/lib/reconfigure/status.json")
         assert "owed reloads:   sendmail" in described
