@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,10 +35,24 @@ class Rendered:
     dropped: list[DroppedLine]
 
 
+def lines(names: list[str], before: str, after: str) -> str:
+    """One line per name, `before` + name + `after`: a whole block in one join."""
+    if not names:
+        return ""
+    return before + f"{after}\n{before}".join(names) + after + "\n"
+
+
+def zip_lines(firsts: list[str], seconds: list[str], middle: str) -> str:
+    """One line per pair, first + `middle` + second."""
+    return "".join([f"{first}{middle}{second}\n"
+                    for first, second in zip(firsts, seconds, strict=True)])
+
+
 @functools.cache
 def environment() -> jinja2.Environment:
-    """Strict and literal: a missing variable is an error, and nothing is escaped."""
-    return jinja2.Environment(
+    """Strict and literal: a missing variable is an error, and nothing is escaped. The
+    filters `lines` and `zip_lines` let a template write a domain's lines as one block."""
+    env = jinja2.Environment(
         # The wheel ships them as reconfigure/templates; in a checkout that is a symlink
         # to the top-level templates/ folder.
         loader=jinja2.PackageLoader("reconfigure", "templates"),
@@ -45,6 +60,9 @@ def environment() -> jinja2.Environment:
         autoescape=False,  # noqa: S701 - sendmail maps, not HTML
         keep_trailing_newline=False,
     )
+    env.filters["lines"] = lines
+    env.filters["zip_lines"] = zip_lines
+    return env
 
 
 def _lines(text: str) -> list[str]:
@@ -96,6 +114,29 @@ def _case_variant_lines(path: str, everything: list[str], kept: list[str],
             dropped.append(DroppedLine(path, line, by_key.get(key, "")))
 
 
+# A key is a line up to its first blank (str.split's blanks, which are \\s's); a line
+# that starts with a blank has a key str.split finds further on: such text takes the
+# line-by-line path.
+_KEY = re.compile(r"^\S*", re.MULTILINE)
+_LEADING_BLANK = re.compile(r"\n[^\S\n]")  # a literal first: searched at C speed
+
+
+def _keys_distinct(*texts: str) -> bool:
+    """Whether no two lines of these texts (together) have the same makemap key: then
+    no line is dropped and the text is the file as it is. Blank lines have no key."""
+    seen: set[str] = set()
+    count = 0
+    for text in texts:
+        lowered = text.lower() if text.isascii() else text.encode().lower().decode()
+        if (lowered[:1].isspace() and lowered[:1] != "\n") or _LEADING_BLANK.search(lowered):
+            return False
+        keys = _KEY.findall(lowered)
+        seen.update(keys)
+        count += len(keys) - keys.count("")
+    seen.discard("")
+    return len(seen) == count
+
+
 def _module(artifact: Artifact, context: Mapping[str, object]) -> tuple[list[str], list[str]]:
     template = environment().get_template(artifact.template)
     module = template.make_module({**context, **artifact.params})
@@ -108,7 +149,15 @@ def render_artifact(artifact: Artifact, context: Mapping[str, object],
     """A file is its lines joined by \\n plus one final \\n; a template's `trailer`
     (the sinkhole route) follows that final newline. `everything`: the context with the
     addresses that `context` leaves out as case variants, to report their lines."""
-    lines, trailer = _module(artifact, context)
+    template = environment().get_template(artifact.template)
+    module = template.make_module({**context, **artifact.params})
+    body, after = str(module), str(getattr(module, "trailer", ""))
+    if not artifact.hash_map or (everything is None and _keys_distinct(body, after)):
+        # What the line-by-line path below gives when nothing is dropped.
+        text = body if body.endswith("\n") else body + "\n"
+        return (text + after if after.endswith("\n") or not after
+                else text + after + "\n").encode()
+    lines, trailer = _lines(body), _lines(after)
     if artifact.hash_map:
         if everything is not None:
             _case_variant_lines(artifact.path, _module(artifact, everything)[0], lines, dropped)

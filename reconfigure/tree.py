@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from reconfigure.rows import Address, Skipped, validate
+from reconfigure.rows import (
+    _ACCESS_ADDRESS_EXTRA,
+    _FORBIDDEN_IN_USERNAME,
+    _LINE_BUDGET,
+    _VIRTUSERTABLE_EXTRA,
+    MAX_USERNAME_LENGTH,
+    Address,
+    Skipped,
+    _accounts,
+    _subdomain_rule,
+    _tld_rule,
+    validate,
+)
 
 # One address in the tree: (target, accounts, created). `target` is what virtusertable
 # maps the address to; `created` is the row's RequestTime ("" = oldest).
@@ -44,15 +56,113 @@ def _insert(tree: Tree, address: Address) -> None:
 
 @dataclass(slots=True)
 class TreeBuilder:
-    """Validates rows page by page into a tree, so no raw page outlives its turn."""
+    """Validates rows page by page into a tree, so no raw page outlives its turn.
+
+    `add` checks the common row (four well-typed strings, a known-good domain and
+    `user`) inline, with the domain's and the `user` value's verdicts memoised; any
+    other row goes through `rows.validate`, so every rule and its wording stay there."""
 
     tree: Tree = field(default_factory=dict)
     rows: int = 0
     skipped: list[Skipped] = field(default_factory=list)
+    # (tld, subdomain) → [len(domain), its username → Entry dict once it has one], or
+    # None for a domain that breaks a rule; valid `user` values → (target, accounts);
+    # RequestTime values, shared (every row of a bulk import often has the same one).
+    _domains: dict[tuple[str, str], list[object] | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
+    _users: dict[tuple[str, bool], tuple[str, tuple[str, ...]] | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
+    _times: dict[str, str] = field(default_factory=dict, init=False, repr=False,
+                                   compare=False)
+    _for_tree: Tree | None = field(default=None, init=False, repr=False, compare=False)
 
     def add(self, items: Iterable[Mapping[str, object]]) -> list[Skipped]:
         """Adds a page of scan items; returns the rows of that page that were skipped."""
-        return self.add_validated(map(validate, items))
+        if self._for_tree is not self.tree:  # the tree was replaced: forget its dicts
+            self._domains.clear()
+            self._for_tree = self.tree
+        domains, users, times = self._domains, self._users, self._times
+        forbidden = _FORBIDDEN_IN_USERNAME.search
+        skipped: list[Skipped] = []
+        count = 0
+        try:
+            for item in items:
+                count += 1
+                if self._fast(item, domains, users, times, forbidden) is None:
+                    # Anything unusual: the reference validator decides.
+                    result = validate(item)
+                    if isinstance(result, Skipped):
+                        skipped.append(result)
+                    else:
+                        _insert(self.tree, result)
+        finally:
+            self.rows += count
+        self.skipped.extend(skipped)
+        return skipped
+
+    def _fast(self, item: Mapping[str, object],  # noqa: PLR0911, PLR0912 - one flat pass
+              domains: dict[tuple[str, str], list[object] | None],
+              users: dict[tuple[str, bool], tuple[str, tuple[str, ...]] | None],
+              times: dict[str, str], forbidden: Callable[[str], object]) -> bool | None:
+        """Inserts a row that `validate` would accept as it is, and returns True; None
+        (nothing done) for any row it cannot vouch for."""
+        get = item.get
+        t, u, a, s = get("tld"), get("username"), get("user"), get("subdomain")
+        if not (type(t) is dict and type(u) is dict and type(a) is dict
+                and len(t) == 1 and len(u) == 1 and len(a) == 1):
+            return None
+        tld, username, user = t.get("S"), u.get("S"), a.get("S")
+        if not (type(tld) is str and type(username) is str and type(user) is str):
+            return None
+        if type(s) is dict and len(s) == 1:
+            sub = s.get("S")
+            if type(sub) is not str:
+                return None
+        elif s is None and "subdomain" not in item:
+            sub = ""
+        else:
+            return None
+        key = (tld, sub)
+        if key in domains:
+            domain = domains[key]
+        else:
+            rule = _tld_rule(tld) or _subdomain_rule(sub, tld)
+            domain = domains[key] = None if rule else [
+                len(sub) + 1 + len(tld) if sub else len(tld), None]
+        if domain is None:
+            return None
+        if not (0 < len(username) <= MAX_USERNAME_LENGTH) or username[0] == "#" \
+                or forbidden(username):
+            return None
+        shared = bool(sub)
+        if (user, shared) in users:
+            accounts = users[user, shared]
+        else:
+            found = _accounts(user, shared)
+            accounts = users[user, shared] = None if isinstance(found, str) else (
+                target(found), found)
+        if accounts is None:
+            return None
+        domain_length: int = domain[0]  # type: ignore[assignment]
+        # The bound of rows._address_line_rule: anything near the limit goes the slow way.
+        if len(username) * 4 + domain_length + max(
+                _VIRTUSERTABLE_EXTRA + len(user), _ACCESS_ADDRESS_EXTRA) > _LINE_BUDGET:
+            return None
+        r = get("RequestTime")
+        created = ""
+        if type(r) is dict and len(r) == 1:
+            value = r.get("S")
+            if type(value) is str:
+                created = times.setdefault(value, value)
+        by_username: dict[str, Entry] | None = domain[1]  # type: ignore[assignment]
+        if by_username is None:
+            node = self.tree.get(tld)
+            if node is None:
+                node = self.tree[tld] = TldNode()
+            by_username = domain[1] = (node.subdomains.setdefault(sub, {}) if sub
+                                       else node.addresses)
+        by_username[username] = (accounts[0], accounts[1], created)
+        return True
 
     def add_validated(self, results: Iterable[Address | Skipped]) -> list[Skipped]:
         skipped: list[Skipped] = []
@@ -118,22 +228,40 @@ def address_losers(tree: Tree) -> frozenset[AddressKey]:
 @dataclass(frozen=True, slots=True)
 class SubdomainView:
     name: str  # "sub.tld"
-    addresses: list[tuple[str, str]]  # (username, target), sorted by username
+    usernames: list[str]  # sorted
+    targets: list[str]  # each username's virtusertable value, in the same order
+
+    @property
+    def addresses(self) -> list[tuple[str, str]]:
+        """(username, target), sorted by username."""
+        return list(zip(self.usernames, self.targets, strict=True))
 
 
 @dataclass(frozen=True, slots=True)
 class TldView:
     name: str
-    addresses: list[tuple[str, str]]  # (username, account), sorted by username
+    usernames: list[str]  # the tld's own (legacy) addresses, sorted
+    targets: list[str]  # each one's account, in the same order
     subdomains: list[SubdomainView]  # sorted by subdomain
 
+    @property
+    def addresses(self) -> list[tuple[str, str]]:
+        """(username, account), sorted by username."""
+        return list(zip(self.usernames, self.targets, strict=True))
 
-def _pairs(tld: str, sub: str, users: dict[str, Entry],
-           without: frozenset[AddressKey]) -> list[tuple[str, str]]:
+    @property
+    def subdomain_names(self) -> list[str]:
+        return [sub.name for sub in self.subdomains]
+
+
+def _columns(tld: str, sub: str, users: dict[str, Entry],
+             without: frozenset[AddressKey]) -> tuple[list[str], list[str]]:
+    """The usernames in code-point order, and their targets: whole columns, so the
+    templates write a domain's lines as one block (design.md §4)."""
+    names = sorted(users)
     if without:
-        return [(user, entry[0]) for user, entry in sorted(users.items())
-                if (tld, sub, user) not in without]
-    return [(user, entry[0]) for user, entry in sorted(users.items())]
+        names = [user for user in names if (tld, sub, user) not in without]
+    return names, [users[user][0] for user in names]
 
 
 def sorted_view(tree: Tree, without: frozenset[AddressKey] = frozenset()) -> list[TldView]:
@@ -141,12 +269,9 @@ def sorted_view(tree: Tree, without: frozenset[AddressKey] = frozenset()) -> lis
     the addresses in `without` are left out (their domains stay)."""
     return [
         TldView(
-            name=tld,
-            addresses=_pairs(tld, "", node.addresses, without),
-            subdomains=[
-                SubdomainView(name=f"{sub}.{tld}", addresses=_pairs(tld, sub, users, without))
-                for sub, users in sorted(node.subdomains.items())
-            ],
+            tld, *_columns(tld, "", node.addresses, without),
+            [SubdomainView(f"{sub}.{tld}", *_columns(tld, sub, users, without))
+             for sub, users in sorted(node.subdomains.items())],
         )
         for tld, node in sorted(tree.items())
     ]
