@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from reconfigure.rows import (
@@ -54,6 +54,16 @@ def _insert(tree: Tree, address: Address) -> None:
         node.addresses[address.username] = entry
 
 
+class _Domain:
+    """A valid (tld, subdomain) as TreeBuilder remembers it."""
+
+    __slots__ = ("budget", "users")
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget  # bytes a map line leaves for the username and target
+        self.users: dict[str, Entry] | None = None  # its dict in the tree, once made
+
+
 @dataclass(slots=True)
 class TreeBuilder:
     """Validates rows page by page into a tree, so no raw page outlives its turn.
@@ -65,13 +75,14 @@ class TreeBuilder:
     tree: Tree = field(default_factory=dict)
     rows: int = 0
     skipped: list[Skipped] = field(default_factory=list)
-    # (tld, subdomain) → [len(domain), its username → Entry dict once it has one], or
-    # None for a domain that breaks a rule; valid `user` values → (target, accounts);
-    # RequestTime values, shared (every row of a bulk import often has the same one).
-    _domains: dict[tuple[str, str], list[object] | None] = field(
+    # tld → subdomain → [bytes left for username and target on a map line, the
+    # username → Entry dict once the domain has one], or None for a domain that breaks a
+    # rule; valid `user` values (apart for tld and subdomain addresses) → (target,
+    # accounts, bytes the target takes on a map line); RequestTime values, shared.
+    _domains: dict[str, dict[str, _Domain | None]] = field(
         default_factory=dict, init=False, repr=False, compare=False)
-    _users: dict[tuple[str, bool], tuple[str, tuple[str, ...]] | None] = field(
-        default_factory=dict, init=False, repr=False, compare=False)
+    _users: tuple[dict[str, tuple[str, tuple[str, ...], int] | None], ...] = field(
+        default_factory=lambda: ({}, {}), init=False, repr=False, compare=False)
     _times: dict[str, str] = field(default_factory=dict, init=False, repr=False,
                                    compare=False)
     _for_tree: Tree | None = field(default=None, init=False, repr=False, compare=False)
@@ -81,14 +92,12 @@ class TreeBuilder:
         if self._for_tree is not self.tree:  # the tree was replaced: forget its dicts
             self._domains.clear()
             self._for_tree = self.tree
-        domains, users, times = self._domains, self._users, self._times
-        forbidden = _FORBIDDEN_IN_USERNAME.search
         skipped: list[Skipped] = []
         count = 0
         try:
             for item in items:
                 count += 1
-                if self._fast(item, domains, users, times, forbidden) is None:
+                if not self._fast(item):
                     # Anything unusual: the reference validator decides.
                     result = validate(item)
                     if isinstance(result, Skipped):
@@ -100,66 +109,60 @@ class TreeBuilder:
         self.skipped.extend(skipped)
         return skipped
 
-    def _fast(self, item: Mapping[str, object],  # noqa: PLR0911, PLR0912 - one flat pass
-              domains: dict[tuple[str, str], list[object] | None],
-              users: dict[tuple[str, bool], tuple[str, tuple[str, ...]] | None],
-              times: dict[str, str], forbidden: Callable[[str], object]) -> bool | None:
-        """Inserts a row that `validate` would accept as it is, and returns True; None
+    def _fast(self, item: Mapping[str, object]) -> bool:  # noqa: PLR0911, PLR0912 - one pass
+        """Inserts a row that `validate` would accept as it is, and returns True; False
         (nothing done) for any row it cannot vouch for."""
         get = item.get
         t, u, a, s = get("tld"), get("username"), get("user"), get("subdomain")
         if not (type(t) is dict and type(u) is dict and type(a) is dict
                 and len(t) == 1 and len(u) == 1 and len(a) == 1):
-            return None
+            return False
         tld, username, user = t.get("S"), u.get("S"), a.get("S")
         if not (type(tld) is str and type(username) is str and type(user) is str):
-            return None
+            return False
         if type(s) is dict and len(s) == 1:
             sub = s.get("S")
             if type(sub) is not str:
-                return None
+                return False
         elif s is None and "subdomain" not in item:
             sub = ""
         else:
-            return None
-        key = (tld, sub)
-        if key in domains:
-            domain = domains[key]
+            return False
+        subs = self._domains.get(tld)
+        if subs is None:
+            subs = self._domains[tld] = {}
+        if sub in subs:
+            domain = subs[sub]
         else:
             rule = _tld_rule(tld) or _subdomain_rule(sub, tld)
-            domain = domains[key] = None if rule else [
-                len(sub) + 1 + len(tld) if sub else len(tld), None]
-        if domain is None:
-            return None
-        if not (0 < len(username) <= MAX_USERNAME_LENGTH) or username[0] == "#" \
-                or forbidden(username):
-            return None
-        shared = bool(sub)
-        if (user, shared) in users:
-            accounts = users[user, shared]
+            domain = subs[sub] = None if rule else _Domain(
+                _LINE_BUDGET - (len(sub) + 1 + len(tld) if sub else len(tld)))
+        if domain is None or not 0 < len(username) <= MAX_USERNAME_LENGTH \
+                or username[0] == "#" or _FORBIDDEN_IN_USERNAME.search(username):
+            return False
+        known = self._users[bool(sub)]
+        if user in known:
+            accounts = known[user]
         else:
-            found = _accounts(user, shared)
-            accounts = users[user, shared] = None if isinstance(found, str) else (
-                target(found), found)
-        if accounts is None:
-            return None
-        domain_length: int = domain[0]  # type: ignore[assignment]
-        # The bound of rows._address_line_rule: anything near the limit goes the slow way.
-        if len(username) * 4 + domain_length + max(
-                _VIRTUSERTABLE_EXTRA + len(user), _ACCESS_ADDRESS_EXTRA) > _LINE_BUDGET:
-            return None
+            found = _accounts(user, bool(sub))
+            accounts = known[user] = None if isinstance(found, str) else (
+                target(found), found, max(_VIRTUSERTABLE_EXTRA + len(user),
+                                          _ACCESS_ADDRESS_EXTRA))
+        # The first bound of rows._address_line_rule; a row near it goes the slow way.
+        if accounts is None or len(username) * 4 + accounts[2] > domain.budget:
+            return False
         r = get("RequestTime")
         created = ""
         if type(r) is dict and len(r) == 1:
             value = r.get("S")
             if type(value) is str:
-                created = times.setdefault(value, value)
-        by_username: dict[str, Entry] | None = domain[1]  # type: ignore[assignment]
+                created = self._times.setdefault(value, value)
+        by_username = domain.users
         if by_username is None:
             node = self.tree.get(tld)
             if node is None:
                 node = self.tree[tld] = TldNode()
-            by_username = domain[1] = (node.subdomains.setdefault(sub, {}) if sub
+            by_username = domain.users = (node.subdomains.setdefault(sub, {}) if sub
                                        else node.addresses)
         by_username[username] = (accounts[0], accounts[1], created)
         return True
