@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from reconfigure.rows import (
     _ACCESS_ADDRESS_EXTRA,
@@ -64,27 +65,40 @@ class _Domain:
         self.users: dict[str, Entry] | None = None  # its dict in the tree, once made
 
 
+class _Target:
+    """A valid `user` value as TreeBuilder remembers it, with the entries made of it:
+    rows with the same `user` and RequestTime share one (bulk imports repeat both)."""
+
+    __slots__ = ("accounts", "entries", "target", "width")
+
+    def __init__(self, accounts: tuple[str, ...]) -> None:
+        self.accounts = accounts
+        self.target = target(accounts)
+        self.width = max(_VIRTUSERTABLE_EXTRA + len(self.target), _ACCESS_ADDRESS_EXTRA)
+        self.entries: dict[str, Entry] = {}
+
+
+_UNSEEN_DOMAIN = _Domain(-1)
+_UNSEEN_TARGET = _Target(("",))
+
+
 @dataclass(slots=True)
 class TreeBuilder:
     """Validates rows page by page into a tree, so no raw page outlives its turn.
 
-    `add` checks the common row (four well-typed strings, a known-good domain and
-    `user`) inline, with the domain's and the `user` value's verdicts memoised; any
-    other row goes through `rows.validate`, so every rule and its wording stay there."""
+    `add` checks the common row (well-typed strings, a known-good domain and `user`)
+    inline, with each domain's and each `user` value's verdict remembered; any other
+    row goes through `rows.validate`, so every rule and its wording stay there."""
 
     tree: Tree = field(default_factory=dict)
     rows: int = 0
     skipped: list[Skipped] = field(default_factory=list)
-    # tld → subdomain → [bytes left for username and target on a map line, the
-    # username → Entry dict once the domain has one], or None for a domain that breaks a
-    # rule; valid `user` values (apart for tld and subdomain addresses) → (target,
-    # accounts, bytes the target takes on a map line); RequestTime values, shared.
+    # tld → subdomain → _Domain, or None for a domain that breaks a rule; `user` values
+    # (apart for tld and subdomain addresses) → _Target, or None for a bad one.
     _domains: dict[str, dict[str, _Domain | None]] = field(
         default_factory=dict, init=False, repr=False, compare=False)
-    _users: tuple[dict[str, tuple[str, tuple[str, ...], int] | None], ...] = field(
+    _targets: tuple[dict[str, _Target | None], dict[str, _Target | None]] = field(
         default_factory=lambda: ({}, {}), init=False, repr=False, compare=False)
-    _times: dict[str, str] = field(default_factory=dict, init=False, repr=False,
-                                   compare=False)
     _for_tree: Tree | None = field(default=None, init=False, repr=False, compare=False)
 
     def add(self, items: Iterable[Mapping[str, object]]) -> list[Skipped]:
@@ -111,60 +125,63 @@ class TreeBuilder:
 
     def _fast(self, item: Mapping[str, object]) -> bool:  # noqa: PLR0911, PLR0912 - one pass
         """Inserts a row that `validate` would accept as it is, and returns True; False
-        (nothing done) for any row it cannot vouch for."""
-        get = item.get
-        t, u, a, s = get("tld"), get("username"), get("user"), get("subdomain")
+        (nothing done) for any row it cannot vouch for. Reads what validate reads."""
+        try:
+            t, u, a = item["tld"], item["username"], item["user"]
+        except KeyError:
+            return False
         if not (type(t) is dict and type(u) is dict and type(a) is dict
                 and len(t) == 1 and len(u) == 1 and len(a) == 1):
             return False
         tld, username, user = t.get("S"), u.get("S"), a.get("S")
         if not (type(tld) is str and type(username) is str and type(user) is str):
             return False
-        if type(s) is dict and len(s) == 1:
+        if "subdomain" in item:
+            s = item["subdomain"]
+            if not (type(s) is dict and len(s) == 1):
+                return False
             sub = s.get("S")
             if type(sub) is not str:
                 return False
-        elif s is None and "subdomain" not in item:
-            sub = ""
         else:
-            return False
+            sub = ""
         subs = self._domains.get(tld)
         if subs is None:
             subs = self._domains[tld] = {}
-        if sub in subs:
-            domain = subs[sub]
-        else:
+        domain = subs.get(sub, _UNSEEN_DOMAIN)
+        if domain is _UNSEEN_DOMAIN:
             rule = _tld_rule(tld) or _subdomain_rule(sub, tld)
             domain = subs[sub] = None if rule else _Domain(
                 _LINE_BUDGET - (len(sub) + 1 + len(tld) if sub else len(tld)))
         if domain is None or not 0 < len(username) <= MAX_USERNAME_LENGTH \
                 or username[0] == "#" or _FORBIDDEN_IN_USERNAME.search(username):
             return False
-        known = self._users[bool(sub)]
-        if user in known:
-            accounts = known[user]
-        else:
-            found = _accounts(user, bool(sub))
-            accounts = known[user] = None if isinstance(found, str) else (
-                target(found), found, max(_VIRTUSERTABLE_EXTRA + len(user),
-                                          _ACCESS_ADDRESS_EXTRA))
-        # The first bound of rows._address_line_rule; a row near it goes the slow way.
-        if accounts is None or len(username) * 4 + accounts[2] > domain.budget:
+        known = self._targets[1 if sub else 0]
+        found = known.get(user, _UNSEEN_TARGET)
+        if found is _UNSEEN_TARGET:
+            accounts = _accounts(user, bool(sub))
+            found = known[user] = None if isinstance(accounts, str) else _Target(accounts)
+        # The first bound of rows._address_line_rule (the target is as long as `user`);
+        # a row near it goes the slow way.
+        if found is None or len(username) * 4 + found.width > domain.budget:
             return False
-        r = get("RequestTime")
+        r = item.get("RequestTime")
         created = ""
         if type(r) is dict and len(r) == 1:
             value = r.get("S")
             if type(value) is str:
-                created = self._times.setdefault(value, value)
+                created = value
+        entry = found.entries.get(created)
+        if entry is None:
+            entry = found.entries[created] = (found.target, found.accounts, created)
         by_username = domain.users
         if by_username is None:
             node = self.tree.get(tld)
             if node is None:
                 node = self.tree[tld] = TldNode()
             by_username = domain.users = (node.subdomains.setdefault(sub, {}) if sub
-                                       else node.addresses)
-        by_username[username] = (accounts[0], accounts[1], created)
+                                          else node.addresses)
+        by_username[username] = entry
         return True
 
     def add_validated(self, results: Iterable[Address | Skipped]) -> list[Skipped]:
@@ -228,8 +245,9 @@ def address_losers(tree: Tree) -> frozenset[AddressKey]:
     return frozenset(losers)
 
 
-@dataclass(frozen=True, slots=True)
-class SubdomainView:
+class SubdomainView(NamedTuple):
+    """A tuple, so a template unpacks it in its loop (no attribute look-up per domain)."""
+
     name: str  # "sub.tld"
     usernames: list[str]  # sorted
     targets: list[str]  # each username's virtusertable value, in the same order
@@ -240,8 +258,7 @@ class SubdomainView:
         return list(zip(self.usernames, self.targets, strict=True))
 
 
-@dataclass(frozen=True, slots=True)
-class TldView:
+class TldView(NamedTuple):
     name: str
     usernames: list[str]  # the tld's own (legacy) addresses, sorted
     targets: list[str]  # each one's account, in the same order
