@@ -7,14 +7,18 @@ rows that alone is ~250 MB of dicts), and pays no Python-level parsing per chara
 
 from __future__ import annotations
 
+import codecs
+import itertools
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 from reconfigure.rows import ScanFormatError
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+_BLANKS = " \t\n\r"  # JSON's whitespace: a separator without any skips the regex
 _DECODER = json.JSONDecoder()
 # What raw_decode calls (the C scanner): a value at an index → (value, end index).
 _SCAN: Callable[[str, int], tuple[object, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
@@ -67,9 +71,12 @@ def _items(cursor: _Cursor) -> Iterator[Mapping[str, object]]:
             raise ScanFormatError(f"Items[{index}] is not an object")
         yield item
         index += 1
-        at = skip(text, at).end()  # type: ignore[union-attr]
+        if text[at:at + 1] in _BLANKS:  # "" (the end) too, which the match leaves as is
+            at = skip(text, at).end()  # type: ignore[union-attr]
         if text[at:at + 1] == ",":
-            at = skip(text, at + 1).end()  # type: ignore[union-attr]
+            at += 1
+            if text[at:at + 1] in _BLANKS:
+                at = skip(text, at).end()  # type: ignore[union-attr]
             continue
         cursor.at = at
         cursor.expect("]")
@@ -106,15 +113,131 @@ def iter_items(text: str) -> Iterator[Mapping[str, object]]:
         raise ScanFormatError('scan document has no "Items" list')
 
 
-def load_items(path: Path) -> Iterator[Mapping[str, object]]:
-    """The file's items; ScanFormatError with one readable line for anything unusable."""
+# The file is read _CHUNK bytes at a time, so at most a chunk and one item of its text
+# are held (an indented 100k-row scan is ~60 MB of text). The common document, `Items`
+# first, is decoded as it streams; anything else, any error included, is left to the
+# whole-text reader above from the item where the stream stopped, so every message and
+# position is the one that reader gives.
+_CHUNK = 1 << 20
+_HEAD = re.compile(r'[ \t\n\r]*\{[ \t\n\r]*"Items"[ \t\n\r]*:[ \t\n\r]*\[')
+
+
+class _Stream:
+    """The text of a file as it is read, from the first character not yet consumed."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.text = ""
+        self.at = 0
+        self.ended = False
+
+    def more(self) -> bool:
+        """Appends the next chunk (dropping what was consumed); False at the end."""
+        if self.ended:
+            return False
+        data = self.file.read(_CHUNK)
+        self.ended = not data
+        self.text = self.text[self.at:] + self.decoder.decode(data, final=self.ended)
+        self.at = 0
+        return True
+
+    def next_char(self) -> str:
+        """Skips JSON whitespace, reading on as needed; the next character, "" at the end."""
+        while True:
+            self.at = _WHITESPACE.match(self.text, self.at).end()  # type: ignore[union-attr]
+            if self.at < len(self.text) or not self.more():
+                return self.text[self.at:self.at + 1]
+
+
+def _streamed(stream: _Stream) -> Generator[Mapping[str, object], None, bool]:
+    """The items of the common document; returns True after them if the document was
+    clean, else False with nothing more to say (the whole-text reader then decides)."""
+    scan = _SCAN
+    while len(stream.text) < 64 and stream.more():
+        pass
+    head = _HEAD.match(stream.text)
+    if head is None:
+        return False
+    stream.at = head.end()
+    if stream.next_char() == "]":
+        stream.at += 1
+    else:
+        while True:
+            try:
+                item, end = scan(stream.text, stream.at)
+            except (StopIteration, ValueError):  # cut short by the chunk, or bad
+                if stream.more():
+                    continue
+                return False
+            if type(item) is not dict:  # a number may be cut short; the reader says
+                return False
+            yield item
+            stream.at = end
+            char = stream.next_char()
+            if char == ",":
+                stream.at += 1
+                stream.next_char()
+                continue
+            if char != "]":
+                return False
+            stream.at += 1
+            break
+    while stream.more():  # the rest: Count, ScannedCount and the like, a few bytes
+        pass
+    return _clean_rest(stream.text[stream.at:])
+
+
+def _clean_rest(text: str) -> bool:
+    """Whether what follows the Items list is what the whole-text reader accepts."""
+    cursor = _Cursor(text)
+    try:
+        while cursor.skip() == ",":
+            cursor.at += 1
+            if not isinstance(cursor.value(), str):
+                return False
+            cursor.expect(":")
+            cursor.value()
+        cursor.expect("}")
+    except (StopIteration, ValueError):
+        return False
+    return not cursor.skip()
+
+
+def _read(path: Path, file: BinaryIO) -> Iterator[Mapping[str, object]]:
+    yielded = 0
+    try:
+        with file:
+            stream = _Stream(file)
+            items = _streamed(stream)
+            while True:
+                try:
+                    item = next(items)
+                except StopIteration as done:
+                    if done.value:
+                        return
+                    break
+                yield item
+                yielded += 1
+    except UnicodeDecodeError:
+        pass  # the whole-text read below names the byte, counted from the file's start
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ScanFormatError(f"scan file {str(path)!r} does not exist") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ScanFormatError(f"scan file {str(path)!r} cannot be read: {error}") from None
-    return _named(path, iter_items(text))
+    yield from _named(path, itertools.islice(iter_items(text), yielded, None))
+
+
+def load_items(path: Path) -> Iterator[Mapping[str, object]]:
+    """The file's items, read as they are decoded; ScanFormatError with one readable
+    line for anything unusable (a file that is not UTF-8: when the read reaches it)."""
+    try:
+        file = path.open("rb")
+    except FileNotFoundError:
+        raise ScanFormatError(f"scan file {str(path)!r} does not exist") from None
+    except OSError as error:
+        raise ScanFormatError(f"scan file {str(path)!r} cannot be read: {error}") from None
+    return _read(path, file)
 
 
 def _named(path: Path, items: Iterator[Mapping[str, object]]) -> Iterator[Mapping[str, object]]:

@@ -78,8 +78,8 @@ class _Target:
         self.entries: dict[str, Entry] = {}
 
 
-_UNSEEN_DOMAIN = _Domain(-1)
-_UNSEEN_TARGET = _Target(("",))
+class _Unusual(Exception):
+    """A row TreeBuilder.add leaves to rows.validate."""
 
 
 @dataclass(slots=True)
@@ -101,17 +101,66 @@ class TreeBuilder:
         default_factory=lambda: ({}, {}), init=False, repr=False, compare=False)
     _for_tree: Tree | None = field(default=None, init=False, repr=False, compare=False)
 
-    def add(self, items: Iterable[Mapping[str, object]]) -> list[Skipped]:
-        """Adds a page of scan items; returns the rows of that page that were skipped."""
+    def add(self, items: Iterable[Mapping[str, object]]) -> list[Skipped]:  # noqa: PLR0912, PLR0915
+        """Adds a page of scan items; returns the rows of that page that were skipped.
+
+        One flat loop: this runs once per row of the table, each cycle."""
         if self._for_tree is not self.tree:  # the tree was replaced: forget its dicts
             self._domains.clear()
             self._for_tree = self.tree
+        domains, targets, forbidden = self._domains, self._targets, _FORBIDDEN_IN_USERNAME.search
         skipped: list[Skipped] = []
         count = 0
         try:
             for item in items:
                 count += 1
-                if not self._fast(item):
+                try:
+                    t, u, a = item["tld"], item["username"], item["user"]
+                    if not (type(t) is dict and type(u) is dict and type(a) is dict
+                            and len(t) == 1 and len(u) == 1 and len(a) == 1):
+                        raise _Unusual
+                    tld, username, user = t["S"], u["S"], a["S"]
+                    if not (type(tld) is str and type(username) is str and type(user) is str):
+                        raise _Unusual
+                    if "subdomain" in item:
+                        s = item["subdomain"]
+                        if not (type(s) is dict and len(s) == 1):
+                            raise _Unusual
+                        sub = s["S"]
+                        if type(sub) is not str:
+                            raise _Unusual
+                    else:
+                        sub = ""
+                    try:
+                        domain = domains[tld][sub]
+                    except KeyError:
+                        domain = self._domain(tld, sub)
+                    if domain is None or not 0 < len(username) <= MAX_USERNAME_LENGTH \
+                            or username[0] == "#" or forbidden(username):
+                        raise _Unusual
+                    try:
+                        found = targets[1 if sub else 0][user]
+                    except KeyError:
+                        found = self._target(user, bool(sub))
+                    # The first bound of rows._address_line_rule (a target is as long as
+                    # its `user`); a row near it goes the slow way.
+                    if found is None or len(username) * 4 + found.width > domain.budget:
+                        raise _Unusual
+                    r = item.get("RequestTime")
+                    created = ""
+                    if type(r) is dict and len(r) == 1 and "S" in r:
+                        value = r["S"]
+                        if type(value) is str:
+                            created = value
+                    try:
+                        entry = found.entries[created]
+                    except KeyError:
+                        entry = found.entries[created] = (found.target, found.accounts, created)
+                    by_username = domain.users
+                    if by_username is None:
+                        by_username = self._users_of(domain, tld, sub)
+                    by_username[username] = entry
+                except (KeyError, _Unusual):
                     # Anything unusual: the reference validator decides.
                     result = validate(item)
                     if isinstance(result, Skipped):
@@ -123,66 +172,28 @@ class TreeBuilder:
         self.skipped.extend(skipped)
         return skipped
 
-    def _fast(self, item: Mapping[str, object]) -> bool:  # noqa: PLR0911, PLR0912 - one pass
-        """Inserts a row that `validate` would accept as it is, and returns True; False
-        (nothing done) for any row it cannot vouch for. Reads what validate reads."""
-        try:
-            t, u, a = item["tld"], item["username"], item["user"]
-        except KeyError:
-            return False
-        if not (type(t) is dict and type(u) is dict and type(a) is dict
-                and len(t) == 1 and len(u) == 1 and len(a) == 1):
-            return False
-        tld, username, user = t.get("S"), u.get("S"), a.get("S")
-        if not (type(tld) is str and type(username) is str and type(user) is str):
-            return False
-        if "subdomain" in item:
-            s = item["subdomain"]
-            if not (type(s) is dict and len(s) == 1):
-                return False
-            sub = s.get("S")
-            if type(sub) is not str:
-                return False
-        else:
-            sub = ""
-        subs = self._domains.get(tld)
-        if subs is None:
-            subs = self._domains[tld] = {}
-        domain = subs.get(sub, _UNSEEN_DOMAIN)
-        if domain is _UNSEEN_DOMAIN:
-            rule = _tld_rule(tld) or _subdomain_rule(sub, tld)
-            domain = subs[sub] = None if rule else _Domain(
-                _LINE_BUDGET - (len(sub) + 1 + len(tld) if sub else len(tld)))
-        if domain is None or not 0 < len(username) <= MAX_USERNAME_LENGTH \
-                or username[0] == "#" or _FORBIDDEN_IN_USERNAME.search(username):
-            return False
-        known = self._targets[1 if sub else 0]
-        found = known.get(user, _UNSEEN_TARGET)
-        if found is _UNSEEN_TARGET:
-            accounts = _accounts(user, bool(sub))
-            found = known[user] = None if isinstance(accounts, str) else _Target(accounts)
-        # The first bound of rows._address_line_rule (the target is as long as `user`);
-        # a row near it goes the slow way.
-        if found is None or len(username) * 4 + found.width > domain.budget:
-            return False
-        r = item.get("RequestTime")
-        created = ""
-        if type(r) is dict and len(r) == 1:
-            value = r.get("S")
-            if type(value) is str:
-                created = value
-        entry = found.entries.get(created)
-        if entry is None:
-            entry = found.entries[created] = (found.target, found.accounts, created)
-        by_username = domain.users
-        if by_username is None:
-            node = self.tree.get(tld)
-            if node is None:
-                node = self.tree[tld] = TldNode()
-            by_username = domain.users = (node.subdomains.setdefault(sub, {}) if sub
-                                          else node.addresses)
-        by_username[username] = entry
-        return True
+    def _domain(self, tld: str, sub: str) -> _Domain | None:
+        """A domain seen for the first time: its verdict, remembered."""
+        subs = self._domains.setdefault(tld, {})
+        rule = _tld_rule(tld) or _subdomain_rule(sub, tld)
+        domain = subs[sub] = None if rule else _Domain(
+            _LINE_BUDGET - (len(sub) + 1 + len(tld) if sub else len(tld)))
+        return domain
+
+    def _target(self, user: str, shared: bool) -> _Target | None:
+        """A `user` value seen for the first time: its verdict, remembered."""
+        accounts = _accounts(user, shared)
+        found = self._targets[1 if shared else 0][user] = (
+            None if isinstance(accounts, str) else _Target(accounts))
+        return found
+
+    def _users_of(self, domain: _Domain, tld: str, sub: str) -> dict[str, Entry]:
+        """The domain's username → Entry dict in the tree, made on its first address."""
+        node = self.tree.get(tld)
+        if node is None:
+            node = self.tree[tld] = TldNode()
+        users = domain.users = node.subdomains.setdefault(sub, {}) if sub else node.addresses
+        return users
 
     def add_validated(self, results: Iterable[Address | Skipped]) -> list[Skipped]:
         skipped: list[Skipped] = []
