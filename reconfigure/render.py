@@ -1,4 +1,8 @@
-"""Domain tree → the bytes of each generated file (SPEC §4). Pure: templates are the only input."""
+"""Domain tree → the bytes of each generated file (docs/design.md §4).
+
+Pure: templates are the only input. The view hands each template a domain's usernames as
+one sorted list, which its filters write as one block; a hash map's text is checked for
+repeated keys in one pass, and taken line by line only when it has some."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DynamoDB scan items → validated addresses (SPEC §3). Pure: no I/O, no logging.
+"""DynamoDB scan items → validated addresses (docs/design.md §3). Pure: no I/O, no logging.
 
 Every rule here exists because the value ends up verbatim in a sendmail map or an
 alias file, where a stray tab, newline or leading `#` changes what the map means or

@@ -1,4 +1,4 @@
-"""Validated addresses → the domain tree (SPEC §3), and its sorted view for templates."""
+"""Validated addresses → the domain tree (docs/design.md §3), and its sorted view for templates."""
 
 from __future__ import annotations
 
@@ -288,7 +288,7 @@ class TldView(NamedTuple):
 def _columns(tld: str, sub: str, users: dict[str, Entry],
              without: frozenset[AddressKey]) -> tuple[list[str], list[str]]:
     """The usernames in code-point order, and their targets: whole columns, so the
-    templates write a domain's lines as one block (design.md §4)."""
+    templates write a domain's lines as one block (docs/design.md §4)."""
     names = sorted(users)
     if without:
         names = [user for user in names if (tld, sub, user) not in without]
