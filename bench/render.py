@@ -108,11 +108,16 @@ def main(argv: list[str]) -> None:
     exe = [sys.executable, "-m", "reconfigure"]
     bare = median3([sys.executable, "-c", "pass"], env)
     imports = median3([sys.executable, "-c", RENDER_IMPORTS], env)
-    print(f"start-up: interpreter {bare[1]:.3f} s CPU; + render imports {imports[1]:.3f} s CPU,"
-          f" {imports[2]:.0f} MB")
-    print(f"{'rows':>9} {'tier':>9} {'wall s':>8} {'cpu s':>8} {'peak MB':>8}"
-          f" {'cycle: tree s':>14} {'render s':>9}")
     with tempfile.TemporaryDirectory() as tmp:
+        empty = Path(tmp) / "empty.json"
+        empty.write_text('{"Items": []}')
+        start = median3([*exe, "render", "--tier", "imap", "--scan-file", str(empty),
+                         "--root", str(Path(tmp) / "empty")], env)
+        print(f"start-up: interpreter {bare[1]:.3f} s CPU; + the render modules' imports"
+              f" {imports[1]:.3f} s; `render` of an empty scan file {start[1]:.3f} s,"
+              f" {start[2]:.0f} MB")
+        print(f"{'rows':>9} {'tier':>9} {'wall s':>8} {'cpu s':>8} {'peak MB':>8}"
+              f" {'cycle: tree s':>14} {'render s':>9}")
         for count in sizes:
             scan = Path(tmp) / f"scan-{count}.json"
             # In a child: a forked process's peak RSS counts its parent's memory too.
