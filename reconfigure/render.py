@@ -106,35 +106,58 @@ def _unique_keys(path: str, lines: list[str], seen: dict[str, str],
 
 
 def _case_variant_lines(path: str, everything: list[str], kept: list[str],
-                        dropped: list[DroppedLine]) -> None:
+                        kept_keys: list[str] | None, dropped: list[DroppedLine]) -> None:
     """The lines of addresses that lost their key to an older case variant: those of
-    the rendering with every address that the rendering without the losers lacks."""
-    missing = Counter(everything)
-    missing.subtract(kept)
-    by_key = dict(zip(map_keys(kept), kept, strict=True))
-    for line, key in zip(everything, map_keys(everything), strict=True):
-        if missing[line] > 0:
-            missing[line] -= 1
-            dropped.append(DroppedLine(path, line, by_key.get(key, "")))
+    the rendering with every address that the rendering without the losers lacks, each
+    with the last kept line that has its key. `kept_keys`: map_keys(kept), if known."""
+    distinct = set(everything)
+    if len(distinct) == len(everything):  # each line once: missing is a set difference
+        distinct.difference_update(kept)
+        lost = [line for line in everything if line in distinct]
+    else:
+        missing = Counter(everything)
+        missing.subtract(kept)
+        lost = []
+        for line in everything:
+            if missing[line] > 0:
+                missing[line] -= 1
+                lost.append(line)
+    lost_keys = map_keys(lost)
+    needed = set(lost_keys)
+    by_key: dict[str, str] = {}
+    for line, key in zip(kept, map_keys(kept) if kept_keys is None else kept_keys,
+                         strict=True):
+        if key in needed:
+            by_key[key] = line
+    dropped.extend(DroppedLine(path, line, by_key.get(key, ""))
+                   for line, key in zip(lost, lost_keys, strict=True))
 
 
-# A key is a line up to its first blank (str.split's blanks, which are \\s's); a line
+# A key is a line up to its first blank (str.split's blanks, which are \s's); a line
 # that starts with a blank has a key str.split finds further on: such text takes the
 # line-by-line path.
 _KEY = re.compile(r"^\S*", re.MULTILINE)
 _LEADING_BLANK = re.compile(r"\n[^\S\n]")  # a literal first: searched at C speed
 
 
-def _keys_distinct(*texts: str) -> bool:
-    """Whether no two lines of these texts (together) have the same makemap key: then
-    no line is dropped and the text is the file as it is. Blank lines have no key."""
+def _text_keys(text: str) -> list[str] | None:
+    """map_keys(_lines(text)) in one pass over the text; None if a line starts with a
+    blank (map_keys then decides)."""
+    lowered = text.lower() if text.isascii() else text.encode().lower().decode()
+    if (lowered[:1].isspace() and lowered[:1] != "\n") or _LEADING_BLANK.search(lowered):
+        return None
+    keys: list[str] = _KEY.findall(lowered)
+    if not text or text.endswith("\n"):
+        keys.pop()  # what follows the final newline is no line
+    return keys
+
+
+def _distinct(*key_lists: list[str]) -> bool:
+    """Whether no two lines have the same key (blank lines have none): then no line is
+    dropped and the text is the file as it is."""
     seen: set[str] = set()
     count = 0
-    for text in texts:
-        lowered = text.lower() if text.isascii() else text.encode().lower().decode()
-        if (lowered[:1].isspace() and lowered[:1] != "\n") or _LEADING_BLANK.search(lowered):
-            return False
-        keys = _KEY.findall(lowered)
+    for keys in key_lists:
         seen.update(keys)
         count += len(keys) - keys.count("")
     seen.discard("")
@@ -147,6 +170,12 @@ def _module(artifact: Artifact, context: Mapping[str, object]) -> tuple[list[str
     return _lines(str(module)), _lines(str(getattr(module, "trailer", "")))
 
 
+def _file(body: str, after: str) -> bytes:
+    """What the line-by-line path gives when no line is dropped."""
+    text = body if body.endswith("\n") else body + "\n"
+    return (text + after if after.endswith("\n") or not after else text + after + "\n").encode()
+
+
 def render_artifact(artifact: Artifact, context: Mapping[str, object],
                     dropped: list[DroppedLine],
                     everything: Mapping[str, object] | None = None) -> bytes:
@@ -156,18 +185,18 @@ def render_artifact(artifact: Artifact, context: Mapping[str, object],
     template = environment().get_template(artifact.template)
     module = template.make_module({**context, **artifact.params})
     body, after = str(module), str(getattr(module, "trailer", ""))
-    if not artifact.hash_map or (everything is None and _keys_distinct(body, after)):
-        # What the line-by-line path below gives when nothing is dropped.
-        text = body if body.endswith("\n") else body + "\n"
-        return (text + after if after.endswith("\n") or not after
-                else text + after + "\n").encode()
+    if not artifact.hash_map:
+        return _file(body, after)
+    body_keys, after_keys = _text_keys(body), _text_keys(after)
+    if everything is not None:
+        _case_variant_lines(artifact.path, _module(artifact, everything)[0], _lines(body),
+                            body_keys, dropped)
+    if body_keys is not None and after_keys is not None and _distinct(body_keys, after_keys):
+        return _file(body, after)
     lines, trailer = _lines(body), _lines(after)
-    if artifact.hash_map:
-        if everything is not None:
-            _case_variant_lines(artifact.path, _module(artifact, everything)[0], lines, dropped)
-        seen: dict[str, str] = {}
-        lines = _unique_keys(artifact.path, lines, seen, dropped)
-        trailer = _unique_keys(artifact.path, trailer, seen, dropped)
+    seen: dict[str, str] = {}
+    lines = _unique_keys(artifact.path, lines, seen, dropped)
+    trailer = _unique_keys(artifact.path, trailer, seen, dropped)
     text = "\n".join(lines) + "\n" + "".join(line + "\n" for line in trailer)
     return text.encode()
 
