@@ -131,6 +131,7 @@ class _Stream:
         self.text = ""
         self.at = 0
         self.ended = False
+        self.count = 0  # items yielded
 
     def more(self) -> bool:
         """Appends the next chunk (dropping what was consumed); False at the end."""
@@ -150,10 +151,12 @@ class _Stream:
                 return self.text[self.at:self.at + 1]
 
 
-def _streamed(stream: _Stream) -> Generator[Mapping[str, object], None, bool]:
+def _streamed(stream: _Stream) -> Generator[Mapping[str, object], None, bool]:  # noqa: PLR0912
     """The items of the common document; returns True after them if the document was
-    clean, else False with nothing more to say (the whole-text reader then decides)."""
-    scan = _SCAN
+    clean, else False with nothing more to say (the whole-text reader then decides).
+    `stream.count` says how many were yielded. The loop keeps the text and position in
+    locals; the stream is asked only for the next chunk."""
+    scan, skip = _SCAN, _WHITESPACE.match
     while len(stream.text) < 64 and stream.more():
         pass
     head = _HEAD.match(stream.text)
@@ -162,35 +165,52 @@ def _streamed(stream: _Stream) -> Generator[Mapping[str, object], None, bool]:
     stream.at = head.end()
     if stream.next_char() == "]":
         stream.at += 1
-    else:
+        return _clean_rest(stream)
+    text, at, count = stream.text, stream.at, 0
+    try:
         while True:
             try:
-                item, end = scan(stream.text, stream.at)
+                item, end = scan(text, at)
             except (StopIteration, ValueError):  # cut short by the chunk, or bad
+                stream.at = at
                 if stream.more():
+                    text = stream.text
+                    at = skip(text, stream.at).end()  # type: ignore[union-attr]
                     continue
                 return False
             if type(item) is not dict:  # a number may be cut short; the reader says
                 return False
             yield item
-            stream.at = end
-            char = stream.next_char()
+            count += 1
+            at = end
+            char = text[at:at + 1]
+            if char in _BLANKS:  # "" (the chunk's end) too
+                at = skip(text, at).end()  # type: ignore[union-attr]
+                char = text[at:at + 1]
+                if not char:
+                    stream.at = at
+                    char = stream.next_char()
+                    text, at = stream.text, stream.at
             if char == ",":
-                stream.at += 1
-                stream.next_char()
+                at += 1
+                if text[at:at + 1] in _BLANKS:
+                    at = skip(text, at).end()  # type: ignore[union-attr]
                 continue
+            stream.at = at
             if char != "]":
                 return False
             stream.at += 1
-            break
-    while stream.more():  # the rest: Count, ScannedCount and the like, a few bytes
+            return _clean_rest(stream)
+    finally:
+        stream.count = count
+
+
+def _clean_rest(stream: _Stream) -> bool:
+    """Whether what follows the Items list (Count, ScannedCount and the like, a few
+    bytes) is what the whole-text reader accepts."""
+    while stream.more():
         pass
-    return _clean_rest(stream.text[stream.at:])
-
-
-def _clean_rest(text: str) -> bool:
-    """Whether what follows the Items list is what the whole-text reader accepts."""
-    cursor = _Cursor(text)
+    cursor = _Cursor(stream.text[stream.at:])
     try:
         while cursor.skip() == ",":
             cursor.at += 1
@@ -205,27 +225,18 @@ def _clean_rest(text: str) -> bool:
 
 
 def _read(path: Path, file: BinaryIO) -> Iterator[Mapping[str, object]]:
-    yielded = 0
+    stream = _Stream(file)
     try:
         with file:
-            stream = _Stream(file)
-            items = _streamed(stream)
-            while True:
-                try:
-                    item = next(items)
-                except StopIteration as done:
-                    if done.value:
-                        return
-                    break
-                yield item
-                yielded += 1
+            if (yield from _streamed(stream)):
+                return
     except UnicodeDecodeError:
         pass  # the whole-text read below names the byte, counted from the file's start
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise ScanFormatError(f"scan file {str(path)!r} cannot be read: {error}") from None
-    yield from _named(path, itertools.islice(iter_items(text), yielded, None))
+    yield from _named(path, itertools.islice(iter_items(text), stream.count, None))
 
 
 def load_items(path: Path) -> Iterator[Mapping[str, object]]:

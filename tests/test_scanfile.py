@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -101,9 +102,20 @@ def test_the_streamed_file_reads_as_the_whole_text(
         data = data[:cut]
     path = tmp_path_factory.mktemp("scan") / "scan.json"
     path.write_bytes(data)
+    whole_reads: list[str] = []
+
+    def counted(text: str) -> Iterator[Mapping[str, object]]:
+        whole_reads.append(text)
+        return iter_items(text)
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(scanfile, "_CHUNK", chunk)
-        streamed, expected = outcome(load_items(path)), whole_text(path)
+        patch.setattr(scanfile, "iter_items", counted)
+        streamed = outcome(load_items(path))
+    expected = whole_text(path)
+    if mode == 0 and re.match(r'\s*\{\s*"Items"\s*:\s*\[', text) and all(
+            isinstance(item, dict) for item in json.loads(text)["Items"]):
+        assert whole_reads == [], "a clean document is read as it streams, never whole"
     if expected[1] is not None and "cannot be read" in expected[1]:
         # Not UTF-8: the stream finds out where it reaches the byte, after the items
         # before it (which the command never acts on: it stops with this one line).
