@@ -1,6 +1,10 @@
-"""Benchmark `reconfigure render`: wall, CPU and peak RSS per tier at 10k/100k/1M rows.
+"""Benchmark `reconfigure render`: wall, CPU and peak RSS per tier at 10k/100k/1M rows,
+the start-up (interpreter + the render path's imports) alone, and the daemon's own share
+of a cycle (tree + render, in one process with the garbage collector on, as `run` has it).
 
     .venv/bin/python bench/render.py [N ...]
+
+Each figure is the median of three runs (CPU is user + system of the child process).
 
 Rows are synthetic but shaped like the real table: ~20 tlds, N/10 subdomains, 5% of rows
 shared by several accounts, and the attributes the table holds (address, tld, subdomain,
@@ -50,6 +54,42 @@ def write_scan(path: Path, count: int) -> None:
     path.write_text(json.dumps({"Items": items, "Count": count, "ScannedCount": count}))
 
 
+def median3(argv: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    runs = sorted((measure(argv, env) for _ in range(3)), key=lambda run: run[1])
+    return runs[1]
+
+
+# The imports of `reconfigure render --scan-file` (cli.py imports the rest as it goes).
+RENDER_IMPORTS = ("import reconfigure.entry, reconfigure.cli, reconfigure.render, "
+                  "reconfigure.tree, reconfigure.scanfile, reconfigure.files")
+
+
+def cycle_share(count: int, tier: str) -> tuple[float, float]:
+    """CPU seconds of TreeBuilder over 4000-row pages (the table's attributes only, as
+    the scan projects them) and of render_tier, with the garbage collector on."""
+    from reconfigure.render import RenderOptions, render_tier  # noqa: PLC0415
+    from reconfigure.rows import ATTRIBUTES  # noqa: PLC0415
+    from reconfigure.tiers import TIERS  # noqa: PLC0415
+    from reconfigure.tree import TreeBuilder, count_addresses  # noqa: PLC0415
+
+    items = [{k: v for k, v in row.items() if k in ATTRIBUTES}
+             for row in synthetic_items(count)]
+    # Pages arrive decoded afresh (boto3 builds them), not as one long-lived list.
+    pages = [json.dumps(items[i:i + 4000]) for i in range(0, count, 4000)]
+    del items
+    tree_cpu = 0.0
+    builder = TreeBuilder()
+    for text in pages:
+        page = json.loads(text)
+        start = time.process_time()
+        builder.add(page)
+        tree_cpu += time.process_time() - start
+    start = time.process_time()
+    render_tier(TIERS[tier], builder.tree, RenderOptions("imap.internal"))
+    count_addresses(builder.tree)
+    return tree_cpu, time.process_time() - start
+
+
 def measure(argv: list[str], env: dict[str, str]) -> tuple[float, float, float]:
     """Wall seconds, CPU seconds (user+sys) and peak RSS in MB of one child process."""
     start = time.perf_counter()
@@ -66,8 +106,18 @@ def main(argv: list[str]) -> None:
     sizes = [int(a) for a in argv] or [10_000, 100_000, 1_000_000]
     env = {**os.environ, "CERT_DOMAIN": "cabal.example", "IMAP_INTERNAL_HOST": "imap.internal"}
     exe = [sys.executable, "-m", "reconfigure"]
-    print(f"{'rows':>9} {'tier':>9} {'wall s':>8} {'cpu s':>8} {'peak MB':>8}")
+    bare = median3([sys.executable, "-c", "pass"], env)
+    imports = median3([sys.executable, "-c", RENDER_IMPORTS], env)
     with tempfile.TemporaryDirectory() as tmp:
+        empty = Path(tmp) / "empty.json"
+        empty.write_text('{"Items": []}')
+        start = median3([*exe, "render", "--tier", "imap", "--scan-file", str(empty),
+                         "--root", str(Path(tmp) / "empty")], env)
+        print(f"start-up: interpreter {bare[1]:.3f} s CPU; + the render modules' imports"
+              f" {imports[1]:.3f} s; `render` of an empty scan file {start[1]:.3f} s,"
+              f" {start[2]:.0f} MB")
+        print(f"{'rows':>9} {'tier':>9} {'wall s':>8} {'cpu s':>8} {'peak MB':>8}"
+              f" {'cycle: tree s':>14} {'render s':>9}")
         for count in sizes:
             scan = Path(tmp) / f"scan-{count}.json"
             # In a child: a forked process's peak RSS counts its parent's memory too.
@@ -75,15 +125,19 @@ def main(argv: list[str]) -> None:
                            check=True)
             for tier in TIERS:
                 out = Path(tmp) / f"out-{count}-{tier}"
-                wall, cpu, rss = measure([*exe, "render", "--tier", tier, "--scan-file",
+                wall, cpu, rss = median3([*exe, "render", "--tier", tier, "--scan-file",
                                           str(scan), "--root", str(out)], env)
-                print(f"{count:>9} {tier:>9} {wall:>8.2f} {cpu:>8.2f} {rss:>8.0f}", flush=True)
-        baseline = measure([sys.executable, "-c", "import reconfigure.cli"], env)
-        print(f"(interpreter + imports alone: {baseline[1]:.2f} s CPU, {baseline[2]:.0f} MB)")
+                cycle = subprocess.run(
+                    [sys.executable, __file__, "--cycle", str(count), tier], env=env,
+                    check=True, capture_output=True, text=True).stdout.split()
+                print(f"{count:>9} {tier:>9} {wall:>8.2f} {cpu:>8.2f} {rss:>8.0f}"
+                      f" {float(cycle[0]):>14.2f} {float(cycle[1]):>9.2f}", flush=True)
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--write"]:
         write_scan(Path(sys.argv[3]), int(sys.argv[2]))
+    elif sys.argv[1:2] == ["--cycle"]:
+        print(*cycle_share(int(sys.argv[2]), sys.argv[3]))
     else:
         main(sys.argv[1:])

@@ -17,6 +17,8 @@ from reconfigure.settings import Settings, SettingsError, from_env
 from reconfigure.tiers import TIERS
 
 if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
     from reconfigure.render import Rendered
     from reconfigure.rows import Skipped
 
@@ -101,12 +103,27 @@ def _write_or_diff(rendered: Rendered, root: Path, *, diff: bool) -> list[str]:
     return report
 
 
-def render_command(args: argparse.Namespace, settings: Settings) -> int:
+def _render_logger(settings: Settings) -> FilteringBoundLogger:
+    """structlog on stderr, set up on first use: a clean scan file never imports it."""
     from reconfigure import log  # noqa: PLC0415
+
+    log.configure(sys.stderr, level=settings.log_level, tier=settings.tier)
+    return log.get()
+
+
+def render_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Imports only the renderer, jinja2 and the standard library unless there is
+    something to log or the live table to read. The process is short-lived and its
+    allocations are nearly all kept (the tree, the files): the cyclic garbage
+    collector, which would walk them over and over, stays off."""
+    import gc  # noqa: PLC0415
+
     from reconfigure.render import RenderOptions, render_tier  # noqa: PLC0415
     from reconfigure.tree import TreeBuilder  # noqa: PLC0415
 
+    gc.disable()
     builder = TreeBuilder()
+    logger: FilteringBoundLogger | None = None
     if args.scan_file is not None:
         from reconfigure.scanfile import load_items  # noqa: PLC0415
 
@@ -116,16 +133,22 @@ def render_command(args: argparse.Namespace, settings: Settings) -> int:
         from reconfigure.aws import Aws  # noqa: PLC0415
         from reconfigure.rows import ATTRIBUTES  # noqa: PLC0415
 
+        logger = _render_logger(settings)  # botocore's own warnings go through it
         skipped = []
         aws = Aws.from_settings(settings)
         for page in table.scan_pages(aws, ATTRIBUTES, settings.scan_segments):
             skipped.extend(builder.add(page))
-    logger = log.get()
+    if skipped and logger is None:
+        logger = _render_logger(settings)
     for row in skipped:
+        assert logger is not None
         logger.warning("row skipped", address=row.address, rule=row.rule)
     rendered = render_tier(TIERS[settings.tier], builder.tree,
                            RenderOptions(settings.relay_host, settings.sinkhole_enabled))
+    if rendered.dropped and logger is None:
+        logger = _render_logger(settings)
     for line in rendered.dropped:
+        assert logger is not None
         logger.warning("duplicate map key dropped", path=line.path, line=line.line,
                        kept=line.kept)
     report = _write_or_diff(rendered, args.root, diff=args.diff)
@@ -171,14 +194,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         except SettingsError as error:
             print(f"reconfigure: {error}", file=sys.stderr)
             return 1
-    from reconfigure import log  # noqa: PLC0415
     from reconfigure.rows import ScanFormatError  # noqa: PLC0415
 
     try:
         if args.command == "render":
             settings = from_env({**env, "TIER": args.tier}, need_aws=args.scan_file is None)
-            log.configure(sys.stderr, level=settings.log_level, tier=settings.tier)
             return render_command(args, settings)
+        from reconfigure import log  # noqa: PLC0415
+
         settings = from_env(env)
         log.configure(sys.stdout, level=settings.log_level, tier=settings.tier)
         # boto3 and requests are imported only by the commands that talk to AWS.

@@ -1,8 +1,13 @@
-"""Domain tree → the bytes of each generated file (SPEC §4). Pure: templates are the only input."""
+"""Domain tree → the bytes of each generated file (docs/design.md §4).
+
+Pure: templates are the only input. The view hands each template a domain's usernames as
+one sorted list, which its filters write as one block; a hash map's text is checked for
+repeated keys in one pass, and taken line by line only when it has some."""
 
 from __future__ import annotations
 
 import functools
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,10 +39,24 @@ class Rendered:
     dropped: list[DroppedLine]
 
 
+def lines(names: list[str], before: str, after: str) -> str:
+    """One line per name, `before` + name + `after`: a whole block in one join."""
+    if not names:
+        return ""
+    return before + f"{after}\n{before}".join(names) + after + "\n"
+
+
+def zip_lines(firsts: list[str], seconds: list[str], middle: str) -> str:
+    """One line per pair, first + `middle` + second."""
+    return "".join([f"{first}{middle}{second}\n"
+                    for first, second in zip(firsts, seconds, strict=True)])
+
+
 @functools.cache
 def environment() -> jinja2.Environment:
-    """Strict and literal: a missing variable is an error, and nothing is escaped."""
-    return jinja2.Environment(
+    """Strict and literal: a missing variable is an error, and nothing is escaped. The
+    filters `lines` and `zip_lines` let a template write a domain's lines as one block."""
+    env = jinja2.Environment(
         # The wheel ships them as reconfigure/templates; in a checkout that is a symlink
         # to the top-level templates/ folder.
         loader=jinja2.PackageLoader("reconfigure", "templates"),
@@ -45,6 +64,9 @@ def environment() -> jinja2.Environment:
         autoescape=False,  # noqa: S701 - sendmail maps, not HTML
         keep_trailing_newline=False,
     )
+    env.filters["lines"] = lines
+    env.filters["zip_lines"] = zip_lines
+    return env
 
 
 def _lines(text: str) -> list[str]:
@@ -84,16 +106,62 @@ def _unique_keys(path: str, lines: list[str], seen: dict[str, str],
 
 
 def _case_variant_lines(path: str, everything: list[str], kept: list[str],
-                        dropped: list[DroppedLine]) -> None:
+                        kept_keys: list[str] | None, dropped: list[DroppedLine]) -> None:
     """The lines of addresses that lost their key to an older case variant: those of
-    the rendering with every address that the rendering without the losers lacks."""
-    missing = Counter(everything)
-    missing.subtract(kept)
-    by_key = dict(zip(map_keys(kept), kept, strict=True))
-    for line, key in zip(everything, map_keys(everything), strict=True):
-        if missing[line] > 0:
-            missing[line] -= 1
-            dropped.append(DroppedLine(path, line, by_key.get(key, "")))
+    the rendering with every address that the rendering without the losers lacks, each
+    with the last kept line that has its key. `kept_keys`: map_keys(kept), if known."""
+    distinct = set(everything)
+    if len(distinct) == len(everything):  # each line once: missing is a set difference
+        distinct.difference_update(kept)
+        lost = [line for line in everything if line in distinct]
+    else:
+        missing = Counter(everything)
+        missing.subtract(kept)
+        lost = []
+        for line in everything:
+            if missing[line] > 0:
+                missing[line] -= 1
+                lost.append(line)
+    lost_keys = map_keys(lost)
+    needed = set(lost_keys)
+    by_key: dict[str, str] = {}
+    for line, key in zip(kept, map_keys(kept) if kept_keys is None else kept_keys,
+                         strict=True):
+        if key in needed:
+            by_key[key] = line
+    dropped.extend(DroppedLine(path, line, by_key.get(key, ""))
+                   for line, key in zip(lost, lost_keys, strict=True))
+
+
+# A key is a line up to its first blank (str.split's blanks, which are \s's); a line
+# that starts with a blank has a key str.split finds further on: such text takes the
+# line-by-line path.
+_KEY = re.compile(r"^\S*", re.MULTILINE)
+_LEADING_BLANK = re.compile(r"\n[^\S\n]")  # a literal first: searched at C speed
+
+
+def _text_keys(text: str) -> list[str] | None:
+    """map_keys(_lines(text)) in one pass over the text; None if a line starts with a
+    blank (map_keys then decides)."""
+    lowered = text.lower() if text.isascii() else text.encode().lower().decode()
+    if (lowered[:1].isspace() and lowered[:1] != "\n") or _LEADING_BLANK.search(lowered):
+        return None
+    keys: list[str] = _KEY.findall(lowered)
+    if not text or text.endswith("\n"):
+        keys.pop()  # what follows the final newline is no line
+    return keys
+
+
+def _distinct(*key_lists: list[str]) -> bool:
+    """Whether no two lines have the same key (blank lines have none): then no line is
+    dropped and the text is the file as it is."""
+    seen: set[str] = set()
+    count = 0
+    for keys in key_lists:
+        seen.update(keys)
+        count += len(keys) - keys.count("")
+    seen.discard("")
+    return len(seen) == count
 
 
 def _module(artifact: Artifact, context: Mapping[str, object]) -> tuple[list[str], list[str]]:
@@ -102,19 +170,33 @@ def _module(artifact: Artifact, context: Mapping[str, object]) -> tuple[list[str
     return _lines(str(module)), _lines(str(getattr(module, "trailer", "")))
 
 
+def _file(body: str, after: str) -> bytes:
+    """What the line-by-line path gives when no line is dropped."""
+    text = body if body.endswith("\n") else body + "\n"
+    return (text + after if after.endswith("\n") or not after else text + after + "\n").encode()
+
+
 def render_artifact(artifact: Artifact, context: Mapping[str, object],
                     dropped: list[DroppedLine],
                     everything: Mapping[str, object] | None = None) -> bytes:
     """A file is its lines joined by \\n plus one final \\n; a template's `trailer`
     (the sinkhole route) follows that final newline. `everything`: the context with the
     addresses that `context` leaves out as case variants, to report their lines."""
-    lines, trailer = _module(artifact, context)
-    if artifact.hash_map:
-        if everything is not None:
-            _case_variant_lines(artifact.path, _module(artifact, everything)[0], lines, dropped)
-        seen: dict[str, str] = {}
-        lines = _unique_keys(artifact.path, lines, seen, dropped)
-        trailer = _unique_keys(artifact.path, trailer, seen, dropped)
+    template = environment().get_template(artifact.template)
+    module = template.make_module({**context, **artifact.params})
+    body, after = str(module), str(getattr(module, "trailer", ""))
+    if not artifact.hash_map:
+        return _file(body, after)
+    body_keys, after_keys = _text_keys(body), _text_keys(after)
+    if everything is not None:
+        _case_variant_lines(artifact.path, _module(artifact, everything)[0], _lines(body),
+                            body_keys, dropped)
+    if body_keys is not None and after_keys is not None and _distinct(body_keys, after_keys):
+        return _file(body, after)
+    lines, trailer = _lines(body), _lines(after)
+    seen: dict[str, str] = {}
+    lines = _unique_keys(artifact.path, lines, seen, dropped)
+    trailer = _unique_keys(artifact.path, trailer, seen, dropped)
     text = "\n".join(lines) + "\n" + "".join(line + "\n" for line in trailer)
     return text.encode()
 

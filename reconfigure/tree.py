@@ -1,11 +1,24 @@
-"""Validated addresses → the domain tree (SPEC §3), and its sorted view for templates."""
+"""Validated addresses → the domain tree (docs/design.md §3), and its sorted view for templates."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from reconfigure.rows import Address, Skipped, validate
+from reconfigure.rows import (
+    _ACCESS_ADDRESS_EXTRA,
+    _FORBIDDEN_IN_USERNAME,
+    _LINE_BUDGET,
+    _VIRTUSERTABLE_EXTRA,
+    MAX_USERNAME_LENGTH,
+    Address,
+    Skipped,
+    _accounts,
+    _subdomain_rule,
+    _tld_rule,
+    validate,
+)
 
 # One address in the tree: (target, accounts, created). `target` is what virtusertable
 # maps the address to; `created` is the row's RequestTime ("" = oldest).
@@ -42,17 +55,145 @@ def _insert(tree: Tree, address: Address) -> None:
         node.addresses[address.username] = entry
 
 
+class _Domain:
+    """A valid (tld, subdomain) as TreeBuilder remembers it."""
+
+    __slots__ = ("budget", "users")
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget  # bytes a map line leaves for the username and target
+        self.users: dict[str, Entry] | None = None  # its dict in the tree, once made
+
+
+class _Target:
+    """A valid `user` value as TreeBuilder remembers it, with the entries made of it:
+    rows with the same `user` and RequestTime share one (bulk imports repeat both)."""
+
+    __slots__ = ("accounts", "entries", "target", "width")
+
+    def __init__(self, accounts: tuple[str, ...]) -> None:
+        self.accounts = accounts
+        self.target = target(accounts)
+        self.width = max(_VIRTUSERTABLE_EXTRA + len(self.target), _ACCESS_ADDRESS_EXTRA)
+        self.entries: dict[str, Entry] = {}
+
+
+class _Unusual(Exception):
+    """A row TreeBuilder.add leaves to rows.validate."""
+
+
 @dataclass(slots=True)
 class TreeBuilder:
-    """Validates rows page by page into a tree, so no raw page outlives its turn."""
+    """Validates rows page by page into a tree, so no raw page outlives its turn.
+
+    `add` checks the common row (well-typed strings, a known-good domain and `user`)
+    inline, with each domain's and each `user` value's verdict remembered; any other
+    row goes through `rows.validate`, so every rule and its wording stay there."""
 
     tree: Tree = field(default_factory=dict)
     rows: int = 0
     skipped: list[Skipped] = field(default_factory=list)
+    # tld → subdomain → _Domain, or None for a domain that breaks a rule; `user` values
+    # (apart for tld and subdomain addresses) → _Target, or None for a bad one.
+    _domains: dict[str, dict[str, _Domain | None]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
+    _targets: tuple[dict[str, _Target | None], dict[str, _Target | None]] = field(
+        default_factory=lambda: ({}, {}), init=False, repr=False, compare=False)
+    _for_tree: Tree | None = field(default=None, init=False, repr=False, compare=False)
 
-    def add(self, items: Iterable[Mapping[str, object]]) -> list[Skipped]:
-        """Adds a page of scan items; returns the rows of that page that were skipped."""
-        return self.add_validated(map(validate, items))
+    def add(self, items: Iterable[Mapping[str, object]]) -> list[Skipped]:  # noqa: PLR0912, PLR0915
+        """Adds a page of scan items; returns the rows of that page that were skipped.
+
+        One flat loop: this runs once per row of the table, each cycle."""
+        if self._for_tree is not self.tree:  # the tree was replaced: forget its dicts
+            self._domains.clear()
+            self._for_tree = self.tree
+        domains, targets, forbidden = self._domains, self._targets, _FORBIDDEN_IN_USERNAME.search
+        skipped: list[Skipped] = []
+        count = 0
+        try:
+            for item in items:
+                count += 1
+                try:
+                    t, u, a = item["tld"], item["username"], item["user"]
+                    if not (type(t) is dict and type(u) is dict and type(a) is dict
+                            and len(t) == 1 and len(u) == 1 and len(a) == 1):
+                        raise _Unusual
+                    tld, username, user = t["S"], u["S"], a["S"]
+                    if not (type(tld) is str and type(username) is str and type(user) is str):
+                        raise _Unusual
+                    if "subdomain" in item:
+                        s = item["subdomain"]
+                        if not (type(s) is dict and len(s) == 1):
+                            raise _Unusual
+                        sub = s["S"]
+                        if type(sub) is not str:
+                            raise _Unusual
+                    else:
+                        sub = ""
+                    try:
+                        domain = domains[tld][sub]
+                    except KeyError:
+                        domain = self._domain(tld, sub)
+                    if domain is None or not 0 < len(username) <= MAX_USERNAME_LENGTH \
+                            or username[0] == "#" or forbidden(username):
+                        raise _Unusual
+                    try:
+                        found = targets[1 if sub else 0][user]
+                    except KeyError:
+                        found = self._target(user, bool(sub))
+                    # The first bound of rows._address_line_rule (a target is as long as
+                    # its `user`); a row near it goes the slow way.
+                    if found is None or len(username) * 4 + found.width > domain.budget:
+                        raise _Unusual
+                    r = item.get("RequestTime")
+                    created = ""
+                    if type(r) is dict and len(r) == 1 and "S" in r:
+                        value = r["S"]
+                        if type(value) is str:
+                            created = value
+                    try:
+                        entry = found.entries[created]
+                    except KeyError:
+                        entry = found.entries[created] = (found.target, found.accounts, created)
+                    by_username = domain.users
+                    if by_username is None:
+                        by_username = self._users_of(domain, tld, sub)
+                    by_username[username] = entry
+                except (KeyError, _Unusual):
+                    # Anything unusual: the reference validator decides.
+                    result = validate(item)
+                    if isinstance(result, Skipped):
+                        skipped.append(result)
+                    else:
+                        _insert(self.tree, result)
+        finally:
+            self.rows += count
+        self.skipped.extend(skipped)
+        return skipped
+
+    def _domain(self, tld: str, sub: str) -> _Domain | None:
+        """A domain seen for the first time: its verdict, remembered."""
+        subs = self._domains.setdefault(tld, {})
+        rule = _tld_rule(tld) or _subdomain_rule(sub, tld)
+        domain = subs[sub] = None if rule else _Domain(
+            _LINE_BUDGET - (len(sub) + 1 + len(tld) if sub else len(tld)))
+        return domain
+
+    def _target(self, user: str, shared: bool) -> _Target | None:
+        """A `user` value seen for the first time: its verdict, remembered."""
+        accounts = _accounts(user, shared)
+        found = self._targets[1 if shared else 0][user] = (
+            None if isinstance(accounts, str) else _Target(accounts))
+        return found
+
+    def _users_of(self, domain: _Domain, tld: str, sub: str) -> dict[str, Entry]:
+        """The domain's username → Entry dict in the tree, made on its first address."""
+        node = self.tree.get(tld)
+        if node is None:
+            node = self.tree[tld] = TldNode()
+        users = domain.users = node.subdomains.setdefault(sub, {}) if sub else node.addresses
+        return users
 
     def add_validated(self, results: Iterable[Address | Skipped]) -> list[Skipped]:
         skipped: list[Skipped] = []
@@ -115,25 +256,43 @@ def address_losers(tree: Tree) -> frozenset[AddressKey]:
     return frozenset(losers)
 
 
-@dataclass(frozen=True, slots=True)
-class SubdomainView:
+class SubdomainView(NamedTuple):
+    """A tuple, so a template unpacks it in its loop (no attribute look-up per domain)."""
+
     name: str  # "sub.tld"
-    addresses: list[tuple[str, str]]  # (username, target), sorted by username
+    usernames: list[str]  # sorted
+    targets: list[str]  # each username's virtusertable value, in the same order
+
+    @property
+    def addresses(self) -> list[tuple[str, str]]:
+        """(username, target), sorted by username."""
+        return list(zip(self.usernames, self.targets, strict=True))
 
 
-@dataclass(frozen=True, slots=True)
-class TldView:
+class TldView(NamedTuple):
     name: str
-    addresses: list[tuple[str, str]]  # (username, account), sorted by username
+    usernames: list[str]  # the tld's own (legacy) addresses, sorted
+    targets: list[str]  # each one's account, in the same order
     subdomains: list[SubdomainView]  # sorted by subdomain
 
+    @property
+    def addresses(self) -> list[tuple[str, str]]:
+        """(username, account), sorted by username."""
+        return list(zip(self.usernames, self.targets, strict=True))
 
-def _pairs(tld: str, sub: str, users: dict[str, Entry],
-           without: frozenset[AddressKey]) -> list[tuple[str, str]]:
+    @property
+    def subdomain_names(self) -> list[str]:
+        return [sub.name for sub in self.subdomains]
+
+
+def _columns(tld: str, sub: str, users: dict[str, Entry],
+             without: frozenset[AddressKey]) -> tuple[list[str], list[str]]:
+    """The usernames in code-point order, and their targets: whole columns, so the
+    templates write a domain's lines as one block (docs/design.md §4)."""
+    names = sorted(users)
     if without:
-        return [(user, entry[0]) for user, entry in sorted(users.items())
-                if (tld, sub, user) not in without]
-    return [(user, entry[0]) for user, entry in sorted(users.items())]
+        names = [user for user in names if (tld, sub, user) not in without]
+    return names, [users[user][0] for user in names]
 
 
 def sorted_view(tree: Tree, without: frozenset[AddressKey] = frozenset()) -> list[TldView]:
@@ -141,12 +300,9 @@ def sorted_view(tree: Tree, without: frozenset[AddressKey] = frozenset()) -> lis
     the addresses in `without` are left out (their domains stay)."""
     return [
         TldView(
-            name=tld,
-            addresses=_pairs(tld, "", node.addresses, without),
-            subdomains=[
-                SubdomainView(name=f"{sub}.{tld}", addresses=_pairs(tld, sub, users, without))
-                for sub, users in sorted(node.subdomains.items())
-            ],
+            tld, *_columns(tld, "", node.addresses, without),
+            [SubdomainView(f"{sub}.{tld}", *_columns(tld, sub, users, without))
+             for sub, users in sorted(node.subdomains.items())],
         )
         for tld, node in sorted(tree.items())
     ]

@@ -145,3 +145,51 @@ def test_a_dropped_case_variant_is_logged_with_the_line_it_lost_to(tmp_path: Pat
         ("duplicate map key dropped", "/etc/mail/access",
          "To:ADMIN@s1.example.com\tOK", "To:admin@s1.example.com\tOK"),
     }
+
+
+# What `render` of a scan file must not load (design.md §4: a dry run needs no AWS, and
+# stays cheap at 100k rows): run in a fresh interpreter, which then lists what it holds.
+HEAVY = ("boto3", "botocore", "structlog", "requests")
+RENDER_IN_PROCESS = """
+import json, sys
+from reconfigure import entry
+sys.argv = ["reconfigure", *sys.argv[1:]]
+status = entry.main()
+print(json.dumps({"status": status,
+                  "loaded": sorted({m.split(".")[0] for m in sys.modules})}))
+"""
+
+
+def _render_in_process(scan: Path, root: Path) -> tuple[int, list[str], str]:
+    full_env = {**os.environ, **ENV}
+    result = subprocess.run(
+        [sys.executable, "-c", RENDER_IN_PROCESS, "render", "--tier", "imap",
+         "--scan-file", str(scan), "--root", str(root)],
+        env=full_env, capture_output=True, text=True, timeout=60, check=False, cwd=root.parent)
+    report = json.loads(result.stdout.splitlines()[-1])
+    return report["status"], report["loaded"], result.stderr
+
+
+def test_rendering_a_clean_scan_file_loads_no_aws_or_logging_library(tmp_path: Path) -> None:
+    path = tmp_path / "scan.json"
+    path.write_text(json.dumps({"Items": [item("ok", "example.com", "alice", "shop"),
+                                          item("me", "example.org", "bob/carol", "x")]}))
+    status, loaded, stderr = _render_in_process(path, tmp_path / "out")
+    assert status == 0, stderr
+    assert (tmp_path / "out/etc/mail/virtusertable").read_text() == (
+        "ok@shop.example.com\talice\nme@x.example.org\tbob_carol\n")
+    assert "jinja2" in loaded  # the listing is real: the renderer's own library is there
+    assert [name for name in HEAVY if name in loaded] == []
+
+
+def test_a_skipped_row_still_logs_through_structlog(tmp_path: Path) -> None:
+    """structlog is loaded on first use: the warning keeps its JSON shape."""
+    path = tmp_path / "scan.json"
+    path.write_text(json.dumps({"Items": [item("ok", "example.com", "alice"),
+                                          item("bad guy", "example.com", "alice")]}))
+    status, loaded, stderr = _render_in_process(path, tmp_path / "out")
+    assert status == 0, stderr
+    assert "structlog" in loaded and "boto3" not in loaded
+    (warning,) = [json.loads(line) for line in stderr.splitlines()]
+    assert (warning["event"], warning["address"], warning["level"], warning["tier"]) == (
+        "row skipped", "bad guy@example.com", "warning", "imap")

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reconfigure import scanfile
 from reconfigure.rows import ScanFormatError
-from reconfigure.scanfile import iter_items
+from reconfigure.scanfile import _named, iter_items, load_items
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=5),
@@ -48,3 +52,73 @@ def test_agrees_with_json_loads(items: list[dict[str, object]], others: dict[str
 def test_bad_documents(text: str, error: type[Exception], needle: str) -> None:
     with pytest.raises(error, match=needle):
         list(iter_items(text))
+
+
+def outcome(items: Iterator[Mapping[str, object]]) -> tuple[list[object], str | None]:
+    """What a reader yields, and how it ends (its error's type and message)."""
+    seen: list[object] = []
+    try:
+        for item in items:
+            seen.append(item)
+    except Exception as error:
+        return seen, f"{type(error).__name__}: {error}"
+    return seen, None
+
+
+def whole_text(path: Path) -> tuple[list[object], str | None]:
+    """The reference: the whole file decoded, then read by iter_items."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        return [], f"ScanFormatError: scan file {str(path)!r} cannot be read: {error}"
+    return outcome(_named(path, iter_items(text)))
+
+
+DOCUMENT_TEXTS = st.builds(
+    lambda items, others, indent, first: json.dumps(
+        {"Items": items, **others} if first else {**others, "Items": items},
+        indent=indent, ensure_ascii=False),
+    st.lists(st.dictionaries(st.sampled_from(["tld", "user", "ü€", "S"]),
+                             st.one_of(JSON, st.builds(lambda s: {"S": s}, st.text())),
+                             max_size=3), max_size=6),
+    st.dictionaries(st.sampled_from(["Count", "ScannedCount", "Items"]), JSON, max_size=2),
+    st.sampled_from([None, 0, 4]), st.booleans())
+
+
+@settings(max_examples=300, deadline=None)
+@given(DOCUMENT_TEXTS, st.integers(0, 400), st.sampled_from(
+    [b"", b"x", b",", b"]", b"}", b" ", b"[", b'"', b"1", b"\xff", b"\xe2\x82", b"{}"]),
+       st.integers(0, 2), st.integers(1, 40))
+def test_the_streamed_file_reads_as_the_whole_text(
+        tmp_path_factory: pytest.TempPathFactory, text: str, cut: int, junk: bytes,
+        mode: int, chunk: int) -> None:
+    """Read in chunks of a few bytes (multi-byte characters and items cut anywhere), a
+    file gives the items and the error, message and position included, of the whole
+    text: valid documents, and ones with a byte inserted or the end cut off."""
+    data = text.encode()
+    if mode == 1:
+        data = data[:cut] + junk + data[cut:]
+    elif mode == 2:
+        data = data[:cut]
+    path = tmp_path_factory.mktemp("scan") / "scan.json"
+    path.write_bytes(data)
+    whole_reads: list[str] = []
+
+    def counted(text: str) -> Iterator[Mapping[str, object]]:
+        whole_reads.append(text)
+        return iter_items(text)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(scanfile, "_CHUNK", chunk)
+        patch.setattr(scanfile, "iter_items", counted)
+        streamed = outcome(load_items(path))
+    expected = whole_text(path)
+    if mode == 0 and re.match(r'\s*\{\s*"Items"\s*:\s*\[', text) and all(
+            isinstance(item, dict) for item in json.loads(text)["Items"]):
+        assert whole_reads == [], "a clean document is read as it streams, never whole"
+    if expected[1] is not None and "cannot be read" in expected[1]:
+        # Not UTF-8: the stream finds out where it reaches the byte, after the items
+        # before it (which the command never acts on: it stops with this one line).
+        assert streamed[1] == expected[1]
+    else:
+        assert streamed == expected
