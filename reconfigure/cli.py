@@ -181,19 +181,31 @@ def status_command(args: argparse.Namespace, env: dict[str, str]) -> int:
     return 0 if health.verdict(current, now=time.time(), interval=interval)[0] else 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    env = dict(os.environ)
+def _check(args: argparse.Namespace, env: dict[str, str]) -> int:
+    """`health` and `status`: 0 or 1 only, whatever goes wrong."""
     if args.command == "health":
         from reconfigure import health  # noqa: PLC0415
 
         return health.main(env)
-    if args.command == "status":
-        try:
-            return status_command(args, env)
-        except SettingsError as error:
-            print(f"reconfigure: {error}", file=sys.stderr)
+    try:
+        return status_command(args, env)
+    except SettingsError as error:
+        print(f"reconfigure: {error}", file=sys.stderr)
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = _parser().parse_args(words)
+    except SystemExit as usage:
+        # Docker reserves a HEALTHCHECK's exit 2: a mistyped check is "unhealthy" (1).
+        if usage.code == EXIT_USAGE and words[:1] in (["health"], ["status"]):
             return 1
+        raise
+    env = dict(os.environ)
+    if args.command in ("health", "status"):
+        return _check(args, env)
     from reconfigure.rows import ScanFormatError  # noqa: PLC0415
 
     try:

@@ -76,3 +76,13 @@ def test_health_and_status_load_the_standard_library_only(tmp_path: Path, comman
     result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
                             text=True, timeout=30, check=False)
     assert "LOADED []" in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("argv", [["health", "--bogus"], ["status", "--bogus"],
+                                  ["health"]])
+def test_health_and_status_never_exit_2(tmp_path: Path, argv: list[str]) -> None:
+    """Docker reserves a HEALTHCHECK's exit code 2: a usage or settings error is 1."""
+    env = {**os.environ, "RECONFIGURE_ROOT": str(tmp_path), "RECONFIGURE_INTERVAL": "soon"}
+    result = subprocess.run([sys.executable, "-m", "reconfigure", *argv], env=env,
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
