@@ -55,7 +55,7 @@ def test_a_bad_row_is_logged_when_it_appears_and_counted_every_cycle(
     world.put(item("shop", "example.com", "alice", "acme"),
               item("bad guy", "example.com", "alice", "acme"))
     log = tmp_path / "daemon.log"
-    env = daemon_env(world, root, RECONFIGURE_INTERVAL="1")
+    env = daemon_env(world, root, RECONFIGURE_INTERVAL="1", RECONFIGURE_SCAN_SEGMENTS="4")
     daemons.append(start_daemon(env, log))
     wait_for(lambda: len(cycles(log)) >= 3, timeout=20, what="three cycles")
     world.put(item("worse guy", "example.com", "alice", "acme"))
@@ -66,5 +66,7 @@ def test_a_bad_row_is_logged_when_it_appears_and_counted_every_cycle(
     assert skipped == ["bad guy@acme.example.com", "worse guy@acme.example.com"]
     done = cycles(log)
     assert done[0]["skipped"] == 1 and done[-1]["skipped"] == 2
+    # four scan segments in parallel: aws_ms is the read's wall time, never their sum
+    assert all(0 < c["aws_ms"] <= c["duration_ms"] for c in done), done
     assert done[-1]["skipped_by_rule"] == {
         "username: contains whitespace or a control character": 2}
