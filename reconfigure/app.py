@@ -160,7 +160,8 @@ def _triggers(settings: Settings, cycler: Cycler,
                            interval_s=settings.interval)
         return queues.SharedQueue(settings.sqs_queue_url, cycler.aws.sqs,
                                   BoundedCall(cycler.aws, queues.UPKEEP_DEADLINE),
-                                  BoundedCall(cycler.aws, queues.RECEIVE_DEADLINE))
+                                  BoundedCall(cycler.aws, queues.RECEIVE_DEADLINE),
+                                  visibility=settings.visibility_timeout)
     if settings.sqs_queue_url:
         logger.warning("SQS_QUEUE_URL and RECONFIGURE_SNS_TOPIC_ARN both set: "
                        "using a private queue")
@@ -177,4 +178,5 @@ def _triggers(settings: Settings, cycler: Cycler,
                                                       error=error))
 
     return queues.PrivateTriggers(private, on_setup_failed=setup_failed,
-                                  receive_call=BoundedCall(aws, queues.RECEIVE_DEADLINE))
+                                  receive_call=BoundedCall(aws, queues.RECEIVE_DEADLINE),
+                                  visibility=settings.visibility_timeout)

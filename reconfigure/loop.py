@@ -25,7 +25,7 @@ from typing import Protocol
 
 from reconfigure import log
 from reconfigure.aws import describe
-from reconfigure.queues import VISIBILITY_SECONDS, Message
+from reconfigure.queues import Message
 from reconfigure.report import CycleReport
 
 LONG_POLL_SECONDS = 20
@@ -53,6 +53,7 @@ class Triggers(Protocol):
 
     @property
     def url(self) -> str | None: ...
+    visibility: int  # seconds a received message stays hidden
     def ready(self) -> bool: ...
     def next_upkeep(self) -> float: ...
     def upkeep(self, wake: threading.Event) -> None: ...
@@ -90,7 +91,7 @@ class Daemon:
     wait: Callable[[threading.Event, float], bool] = _wait  # a test's clock advances here
     spawn: Callable[[Callable[[], None], str], None] = _spawn
     queue_fault_bound: float = QUEUE_FAULT_BOUND
-    extend_every: float = VISIBILITY_SECONDS / 2
+    extend_every: float | None = None  # default: half the queue's visibility timeout
     wake: threading.Event = field(default_factory=threading.Event)
     _poll: _Poll | None = None
     _receive_backoff: float = MIN_RECEIVE_BACKOFF
@@ -290,9 +291,11 @@ class Daemon:
             yield
             return
         done = threading.Event()
+        seconds = self.triggers.visibility
+        every = self.extend_every or seconds / 2
 
         def extend() -> None:
-            while not done.wait(self.extend_every):
+            while not done.wait(every):
                 with self._hand_lock:
                     held = list(self._in_hand.values())
                 by_url: dict[str, list[Message]] = {}
@@ -300,7 +303,7 @@ class Daemon:
                     by_url.setdefault(url, []).append(message)
                 for url, batch in by_url.items():
                     if not done.is_set():
-                        self.triggers.extend(url, batch, VISIBILITY_SECONDS)
+                        self.triggers.extend(url, batch, seconds)
 
         threading.Thread(target=extend, name="extend", daemon=True).start()
         try:

@@ -36,7 +36,7 @@ MAX_QUEUE_NAME = 80
 MIN_SETUP_BACKOFF = 5.0
 MAX_SETUP_BACKOFF = 300.0
 REAP_EVERY = 3600.0
-VISIBILITY_SECONDS = 60  # asked for on each receive; the tier images' queue default too
+VISIBILITY_SECONDS = 60  # the default of RECONFIGURE_VISIBILITY_TIMEOUT: the tier queues' own
 RECEIVE_DEADLINE = 10.0  # a receive failing this long (retries included) raises to the loop
 UPKEEP_DEADLINE = 30.0  # each upkeep call (setup, tag, reaper) and delete gives up after it
 LIST_PAGE_SIZE = 1000  # list_queues' MaxResults: what one page holds
@@ -49,12 +49,13 @@ class Message:
     receipt_handle: str
 
 
-def receive(sqs: Any, call: Call, queue_url: str, wait_seconds: int = 20) -> list[Message]:
+def receive(sqs: Any, call: Call, queue_url: str, wait_seconds: int = 20,
+            visibility: int = VISIBILITY_SECONDS) -> list[Message]:
     """One receive. The visibility timeout is asked for explicitly, so the loop knows how
     long a message stays hidden and can extend it while a long cycle runs."""
     response = call("sqs.receive_message", lambda: sqs.receive_message(
         QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_seconds,
-        VisibilityTimeout=VISIBILITY_SECONDS))
+        VisibilityTimeout=visibility))
     messages = []
     for raw in response.get("Messages", []):
         message_id, handle = raw.get("MessageId"), raw.get("ReceiptHandle")
@@ -301,8 +302,10 @@ class _Queue:
     the visibility of messages in hand, and how long the queue has been failing."""
 
     def __init__(self, sqs: Any, call: Call, clock: Callable[[], float] = time.monotonic,
-                 receive_call: Call | None = None) -> None:
+                 receive_call: Call | None = None,
+                 visibility: int = VISIBILITY_SECONDS) -> None:
         self.sqs = sqs
+        self.visibility = visibility  # asked for on each receive, renewed while in hand
         self.call = call  # bounded per call (BoundedCall): nothing retries for ever here
         # Receives give up sooner: the loop backs off and counts how long they have failed.
         self.receive_call = receive_call or call
@@ -313,7 +316,7 @@ class _Queue:
         self._deletes = 0
 
     def receive(self, url: str, wait: int) -> list[Message]:
-        return receive(self.sqs, self.receive_call, url, wait)
+        return receive(self.sqs, self.receive_call, url, wait, self.visibility)
 
     def delete(self, url: str, messages: list[Message]) -> None:
         """Queued on the worker: a delete that retries never holds up the loop."""
@@ -367,8 +370,10 @@ class SharedQueue(_Queue):
     """The tier's queue from SQS_QUEUE_URL (or none: periodic-only mode). No upkeep."""
 
     def __init__(self, url: str | None, sqs: Any = None, call: Call | None = None,
-                 receive_call: Call | None = None) -> None:
-        super().__init__(sqs, call or _no_call, receive_call=receive_call)
+                 receive_call: Call | None = None,
+                 visibility: int = VISIBILITY_SECONDS) -> None:
+        super().__init__(sqs, call or _no_call, receive_call=receive_call,
+                         visibility=visibility)
         self.url = url
 
     def ready(self) -> bool:
@@ -401,8 +406,9 @@ class PrivateTriggers(_Queue):
 
     def __init__(self, queue: PrivateQueue, *, clock: Callable[[], float] = time.monotonic,
                  on_setup_failed: Callable[[str], None] = lambda error: None,
-                 receive_call: Call | None = None) -> None:
-        super().__init__(queue.sqs, queue.call, clock, receive_call)
+                 receive_call: Call | None = None,
+                 visibility: int = VISIBILITY_SECONDS) -> None:
+        super().__init__(queue.sqs, queue.call, clock, receive_call, visibility)
         self.queue = queue
         self.on_setup_failed = on_setup_failed
         self._lock = threading.Lock()

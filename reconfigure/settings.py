@@ -65,6 +65,7 @@ class Settings:
     ping_ssm_parameter: str | None = None  # set: the ping URL is read (and re-read) from SSM
     ssm_refresh: float = 300.0  # seconds between reads of ping_ssm_parameter
     sendmail_back_timeout: float = 30.0  # after its signal, sendmail must be back by then
+    visibility_timeout: int = 60  # a received message stays hidden this long (and is kept so)
 
     def path(self, absolute: str) -> Path:
         """Where a container path lives under RECONFIGURE_ROOT."""
@@ -178,6 +179,8 @@ def from_env(env: Mapping[str, str], *, need_aws: bool = True) -> Settings:
         ping_ssm_parameter=_ssm_parameter(env),
         ssm_refresh=_number(env, "RECONFIGURE_SSM_REFRESH", 300, 1, 86400),
         sendmail_back_timeout=_number(env, "RECONFIGURE_SENDMAIL_BACK_TIMEOUT", 30, 1, 600),
+        visibility_timeout=int(_number(env, "RECONFIGURE_VISIBILITY_TIMEOUT", 60, 2, 43200,
+                                       integer=True)),
     )
 
 

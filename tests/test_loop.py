@@ -68,6 +68,7 @@ class FakeCycler:
 class FakeTriggers:
     clock: Clock
     url: str | None = "queue"
+    visibility: int = 60
     arrivals: list[tuple[float, Message]] = field(default_factory=list)
     failing_receives: int = 0
     upkeep_fault: tuple[float, str] | None = None

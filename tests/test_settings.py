@@ -80,6 +80,8 @@ def test_bad_values_name_their_variable(variable: str, value: str) -> None:
     ("RECONFIGURE_METRICS_PORT", 1, 65535, "metrics_port"),
     ("RECONFIGURE_READ_DEADLINE", 5, 3600, "read_deadline"),
     ("RECONFIGURE_SSM_REFRESH", 1, 86400, "ssm_refresh"),
+    ("RECONFIGURE_SENDMAIL_BACK_TIMEOUT", 1, 600, "sendmail_back_timeout"),
+    ("RECONFIGURE_VISIBILITY_TIMEOUT", 2, 43200, "visibility_timeout"),
 ])
 def test_numbers_within_their_range(variable: str, low: int, high: int,
                                     attribute: str) -> None:

@@ -256,6 +256,9 @@ def rig_env(world: AwsWorld, gate: Gate, root: Path, tier: str, ping_url: str,
     env = daemon_env(world, root, tier, AWS_ENDPOINT_URL=gate.url,
                      HEALTHCHECK_PING_URL=ping_url, RECONFIGURE_HEARTBEAT_START="true",
                      RECONFIGURE_INTERVAL=INTERVAL, RECONFIGURE_READ_DEADLINE=READ_DEADLINE,
-                     RECONFIGURE_COMMAND_TIMEOUT="60")
+                     RECONFIGURE_COMMAND_TIMEOUT="60",
+                     # what the rig's queues are created with: a message a failed cycle
+                     # kept comes back within a test's budget
+                     RECONFIGURE_VISIBILITY_TIMEOUT=str(VISIBILITY))
     env.update(extra)
     return env
