@@ -12,13 +12,7 @@ from pytest_httpserver import HTTPServer
 
 from tests.faults.gate import Gate
 from tests.faults.rig import VISIBILITY, Rig, rig_env, seed_rows
-from tests.support.world import AwsWorld, make_root, make_world, moto_server
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    with moto_server() as endpoint:
-        yield endpoint
+from tests.support.world import AwsWorld, make_root, make_world
 
 
 @pytest.fixture

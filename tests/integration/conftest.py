@@ -8,14 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.world import AwsWorld, make_root, make_world, moto_server
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """One moto server over real HTTP on a free port; tests isolate by resource names."""
-    with moto_server() as endpoint:
-        yield endpoint
+from tests.support.world import AwsWorld, make_root, make_world
 
 
 @pytest.fixture
