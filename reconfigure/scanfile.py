@@ -1,8 +1,9 @@
 """Reading an `aws dynamodb scan --output json` file for dry runs.
 
-The file is decoded one item at a time by the C scanner of the `json` module, so a
-caller that validates each item as it arrives never holds the whole raw table (at 100k
-rows that alone is ~250 MB of dicts), and pays no Python-level parsing per character.
+The file is decoded as it is read by the C scanner of the `json` module, a few hundred
+items a call (docs/design.md §3), so a caller that validates items as they arrive never
+holds the whole raw table (at 100k rows that alone is ~250 MB of dicts), and pays no
+Python-level step per character, nor one decoder call per item.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ def iter_items(text: str) -> Iterator[Mapping[str, object]]:
 # whole-text reader above from the item where the stream stopped, so every message and
 # position is the one that reader gives.
 _CHUNK = 1 << 20
+_WINDOW = 1 << 16  # characters of items decoded by one call: a few hundred items
 _HEAD = re.compile(r'[ \t\n\r]*\{[ \t\n\r]*"Items"[ \t\n\r]*:[ \t\n\r]*\[')
 
 
@@ -151,11 +153,18 @@ class _Stream:
                 return self.text[self.at:self.at + 1]
 
 
-def _streamed(stream: _Stream) -> Generator[Mapping[str, object], None, bool]:  # noqa: PLR0912
-    """The items of the common document; returns True after them if the document was
-    clean, else False with nothing more to say (the whole-text reader then decides).
-    `stream.count` says how many were yielded. The loop keeps the text and position in
-    locals; the stream is asked only for the next chunk."""
+def _streamed(stream: _Stream) -> Generator[list[Mapping[str, object]], None, bool]:  # noqa: PLR0912, PLR0915
+    """The items of the common document, in lists; returns True after them if the
+    document was clean, else False with nothing more to say (the whole-text reader then
+    decides). `stream.count` says how many were yielded. The loop keeps the text and
+    position in locals; the stream is asked only for the next chunk.
+
+    Once two items have shown what separates items (`}` + blanks, comma, blanks + `{`),
+    up to _WINDOW characters of items at a time are decoded by one call: `[` + the text
+    up to the last such separator + `]`. That is valid JSON only if the separator was
+    found between two items (a cut inside a string or a nested value leaves it
+    unclosed), and then it is those items; anything else, and the loop goes on item by
+    item from there."""
     scan, skip = _SCAN, _WHITESPACE.match
     while len(stream.text) < 64 and stream.more():
         pass
@@ -167,8 +176,24 @@ def _streamed(stream: _Stream) -> Generator[Mapping[str, object], None, bool]:  
         stream.at += 1
         return _clean_rest(stream)
     text, at, count = stream.text, stream.at, 0
+    boundary: str | None = None  # "" once items have proved it unusable
     try:
         while True:
+            if boundary:
+                cut = text.rfind(boundary, at, at + _WINDOW)
+                if cut > at:
+                    chunk = "[" + text[at:cut + 1] + "]"
+                    try:
+                        items, end = scan(chunk, 0)
+                    except (StopIteration, ValueError):
+                        items, end = None, 0
+                    if end == len(chunk) and type(items) is list \
+                            and set(map(type, items)) == {dict}:
+                        yield items
+                        count += len(items)
+                        at = cut + len(boundary) - 1
+                        continue
+                    boundary = ""  # not this file's shape
             try:
                 item, end = scan(text, at)
             except (StopIteration, ValueError):  # cut short by the chunk, or bad
@@ -180,7 +205,7 @@ def _streamed(stream: _Stream) -> Generator[Mapping[str, object], None, bool]:  
                 return False
             if type(item) is not dict:  # a number may be cut short; the reader says
                 return False
-            yield item
+            yield [item]
             count += 1
             at = end
             char = text[at:at + 1]
@@ -191,10 +216,14 @@ def _streamed(stream: _Stream) -> Generator[Mapping[str, object], None, bool]:  
                     stream.at = at
                     char = stream.next_char()
                     text, at = stream.text, stream.at
+                    end = -1  # the separator is not in this text: learn it later
             if char == ",":
                 at += 1
                 if text[at:at + 1] in _BLANKS:
                     at = skip(text, at).end()  # type: ignore[union-attr]
+                if boundary is None and end > 0 and text[end - 1:end] == "}" \
+                        and text[at:at + 1] == "{":
+                    boundary = text[end - 1:at + 1]
                 continue
             stream.at = at
             if char != "]":
@@ -224,7 +253,7 @@ def _clean_rest(stream: _Stream) -> bool:
     return not cursor.skip()
 
 
-def _read(path: Path, file: BinaryIO) -> Iterator[Mapping[str, object]]:
+def _read(path: Path, file: BinaryIO) -> Iterator[list[Mapping[str, object]]]:
     stream = _Stream(file)
     try:
         with file:
@@ -236,12 +265,14 @@ def _read(path: Path, file: BinaryIO) -> Iterator[Mapping[str, object]]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise ScanFormatError(f"scan file {str(path)!r} cannot be read: {error}") from None
-    yield from _named(path, itertools.islice(iter_items(text), stream.count, None))
+    for item in _named(path, itertools.islice(iter_items(text), stream.count, None)):
+        yield [item]
 
 
-def load_items(path: Path) -> Iterator[Mapping[str, object]]:
-    """The file's items, read as they are decoded; ScanFormatError with one readable
-    line for anything unusable (a file that is not UTF-8: when the read reaches it)."""
+def load_pages(path: Path) -> Iterator[list[Mapping[str, object]]]:
+    """The file's items in lists, read as they are decoded; ScanFormatError with one
+    readable line for anything unusable (a file that is not UTF-8: when the read
+    reaches it)."""
     try:
         file = path.open("rb")
     except FileNotFoundError:
@@ -249,6 +280,11 @@ def load_items(path: Path) -> Iterator[Mapping[str, object]]:
     except OSError as error:
         raise ScanFormatError(f"scan file {str(path)!r} cannot be read: {error}") from None
     return _read(path, file)
+
+
+def load_items(path: Path) -> Iterator[Mapping[str, object]]:
+    """The items of load_pages, one by one (chained in C: no Python step per item)."""
+    return itertools.chain.from_iterable(load_pages(path))
 
 
 def _named(path: Path, items: Iterator[Mapping[str, object]]) -> Iterator[Mapping[str, object]]:

@@ -122,3 +122,59 @@ def test_the_streamed_file_reads_as_the_whole_text(
         assert streamed[1] == expected[1]
     else:
         assert streamed == expected
+
+
+# Strings and nested values that hold what separates items (`}, {`, and across lines).
+TRICKY = st.text(alphabet='a}{, "\n\\é', max_size=6)
+SCAN_VALUE = st.one_of(
+    st.builds(lambda s: {"S": s}, TRICKY),
+    st.builds(lambda ss: {"L": [{"S": s} for s in ss]}, st.lists(TRICKY, max_size=3)),
+    JSON)
+SCAN_DOCUMENTS = st.builds(
+    lambda items, indent, tail: json.dumps({"Items": items, **tail}, indent=indent,
+                                           ensure_ascii=False),
+    st.lists(st.dictionaries(st.sampled_from(["tld", "user", "comment", "S"]), SCAN_VALUE,
+                             max_size=3) | JSON, max_size=30),
+    st.sampled_from([None, 0, 4]),
+    st.dictionaries(st.sampled_from(["Count", "ScannedCount"]), st.integers(), max_size=2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(SCAN_DOCUMENTS, st.integers(1, 300), st.sampled_from([5, 64, 1 << 20]),
+       st.integers(0, 2), st.integers(0, 2000), st.sampled_from([b",", b"}", b"]", b" {"]))
+def test_items_decoded_a_window_at_a_time_read_as_the_whole_text(
+        tmp_path_factory: pytest.TempPathFactory, text: str, window: int, chunk: int,
+        mode: int, cut: int, junk: bytes) -> None:
+    """Several items decoded by one call (windows of any size, separators inside strings
+    and nested values, items that are not objects, a byte inserted or the end cut off):
+    the same items and the same error as the whole-text reader."""
+    data = text.encode()
+    if mode == 1:
+        data = data[:cut] + junk + data[cut:]
+    elif mode == 2:
+        data = data[:cut]
+    path = tmp_path_factory.mktemp("scan") / "scan.json"
+    path.write_bytes(data)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(scanfile, "_CHUNK", chunk)
+        patch.setattr(scanfile, "_WINDOW", window)
+        streamed = outcome(load_items(path))
+    expected = whole_text(path)
+    if expected[1] is not None and "cannot be read" in expected[1]:
+        assert streamed[1] == expected[1]
+    else:
+        assert streamed == expected
+
+
+@pytest.mark.parametrize("indent", [None, 4])
+def test_a_clean_scan_is_decoded_many_items_a_call(tmp_path: Path, indent: int | None) -> None:
+    """The items of a scan as `aws dynamodb scan` writes it come a window at a time (one
+    decoder call for hundreds of items), not one call per item."""
+    items = [{"address": {"S": f"u{i}@s{i % 7}.example.com"}, "tld": {"S": "example.com"},
+              "subdomain": {"S": f"s{i % 7}"}, "username": {"S": f"u{i}"},
+              "user": {"S": "alice/bob" if i % 5 == 0 else "carol"}} for i in range(3000)]
+    path = tmp_path / "scan.json"
+    path.write_text(json.dumps({"Items": items, "Count": 3000}, indent=indent))
+    pages = list(scanfile.load_pages(path))
+    assert [item for page in pages for item in page] == items
+    assert len(pages) < 3000 // 50, [len(page) for page in pages]
