@@ -47,9 +47,16 @@ def lines(names: list[str], before: str, after: str) -> str:
 
 
 def zip_lines(firsts: list[str], seconds: list[str], middle: str) -> str:
-    """One line per pair, first + `middle` + second."""
-    return "".join([f"{first}{middle}{second}\n"
-                    for first, second in zip(firsts, seconds, strict=True)])
+    """One line per pair, first + `middle` + second: the pieces laid out in one list
+    by slice assignments, then one join (no string made per line)."""
+    count = len(firsts)
+    if len(seconds) != count:
+        raise ValueError("zip_lines: the columns differ in length")
+    parts = [middle] * (4 * count)
+    parts[0::4] = firsts
+    parts[2::4] = seconds
+    parts[3::4] = ["\n"] * count
+    return "".join(parts)
 
 
 @functools.cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -230,16 +231,28 @@ def _has_no_case_variants(users: dict[str, Entry]) -> bool:
     return len(set("\n".join(users).lower().split("\n"))) == len(users)
 
 
+def _all_lower_case(domains: list[tuple[str, str, dict[str, Entry]]]) -> bool:
+    """Whether str.lower leaves every username as it is (then a domain's usernames,
+    distinct as dict keys, are distinct lowered: no case variants), checked in one pass
+    over them all. str.lower maps each character on its own but for a capital sigma,
+    which it changes either way."""
+    names = "\n".join(itertools.chain.from_iterable(users for _, _, users in domains))
+    return names.lower() == names
+
+
 def address_losers(tree: Tree) -> frozenset[AddressKey]:
     """The addresses that are case variants of an older address (makemap would see one
     key twice): the row created first keeps the key — its RequestTime, "" (none) being
     the oldest — and equal times go to the code-point-first `user@domain<TAB>target`."""
     groups: dict[str, list[tuple[str, str, dict[str, Entry]]]] = {}
-    for tld, sub, users in _domains(tree):
+    tree_domains = list(_domains(tree))
+    for tld, sub, users in tree_domains:
         # Domain names are ASCII (validated), so str.lower is makemap's lower-casing.
         groups.setdefault(f"{sub}.{tld}".lower() if sub else tld.lower(), []).append(
             (tld, sub, users))
     losers: set[AddressKey] = set()
+    if len(groups) == len(tree_domains) and _all_lower_case(tree_domains):
+        return frozenset()  # one domain a group, and no username changes when lowered
     for members in groups.values():
         if len(members) == 1 and _has_no_case_variants(members[0][2]):
             continue

@@ -10,13 +10,13 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from reconfigure.render import RenderOptions, render_tier
 from reconfigure.rows import MAX_MAP_LINE_BYTES, Skipped, longest_address_line, validate
 from reconfigure.tiers import IMAP_UNKNOWN, TIERS
-from reconfigure.tree import TreeBuilder
+from reconfigure.tree import Tree, TreeBuilder, address_losers
 from tests.support.items import RELAY, Item, render
 
 MAKEMAP = shutil.which("makemap") or "/usr/sbin/makemap"
@@ -260,3 +260,74 @@ def test_the_line_bound_is_the_longest_rendered_address_line(row: Item) -> None:
     bound = longest_address_line(address.username, len(domain),
                                  len("_".join(address.accounts)))
     assert longest == bound < MAX_MAP_LINE_BYTES
+
+
+CASED_USERNAMES = st.one_of(
+    st.sampled_from(["a", "A", "ab", "aB", "\u03a3", "\u03c3", "\u0130", "i\u0307", "k",
+                     "K", "\u212a"]),
+    st.lists(st.sampled_from(["a", "A", "\u00df", "\u03a3", "\u03c2", "\u0130", "i"]),
+             min_size=1, max_size=3).map("".join))
+
+
+@st.composite
+def cased_rows(draw: st.DrawFn) -> Item:
+    row: Item = {"tld": {"S": draw(st.sampled_from(["example.com", "example.com", "Example.com",
+                                                    "b.c"]))},
+                 "username": {"S": draw(CASED_USERNAMES)},
+                 "user": {"S": draw(st.sampled_from(["alice", "bob"]))},
+                 "RequestTime": {"S": draw(st.sampled_from(["", "1", "2"]))}}
+    sub = draw(st.sampled_from(["", "", "a", "A", "a.b"]))
+    if sub:
+        row["subdomain"] = {"S": sub}
+    return row
+
+
+def reference_losers(tree: Tree) -> frozenset[tuple[str, str, str]]:
+    """Every address but the first of each makemap key (lower-cased domain, ASCII
+    lower-cased username), ordered by (RequestTime, user@domain, target), ties by
+    the address's place in the tree."""
+    keys: dict[tuple[str, bytes], list[tuple[tuple[str, str, str], tuple[str, str, str]]]] = {}
+    for tld, node in tree.items():
+        domains = [("", node.addresses), *node.subdomains.items()]
+        for sub, users in domains:
+            domain = f"{sub}.{tld}" if sub else tld
+            for username, (value, _, created) in users.items():
+                keys.setdefault((domain.lower(), username.encode().lower()), []).append(
+                    ((created, f"{username}@{domain}", value), (tld, sub, username)))
+    losers: set[tuple[str, str, str]] = set()
+    for same in keys.values():
+        same.sort()
+        losers.update(key for _, key in same[1:])
+    return frozenset(losers)
+
+
+def cased(username: str, created: str, tld: str = "example.com") -> Item:
+    return {"tld": {"S": tld}, "username": {"S": username}, "user": {"S": "bob"},
+            "RequestTime": {"S": created}}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(cased_rows(), max_size=12))
+@example([cased("a", "2"), cased("A", "1")])
+@example([cased("\u03c3", "2"), cased("\u03a3", "1"), cased("x", "", "b.c")])
+@example([cased("a", "2"), cased("a", "1", "Example.com")])
+def test_case_variant_losers_match_the_reference(items: list[Item]) -> None:
+    """Usernames and domains that differ only in case (and characters whose lower case
+    is longer, or depends on context) lose their key to the oldest variant, whether or
+    not the tree's names are all lower case already."""
+    builder = TreeBuilder()
+    builder.add(items)
+    assert address_losers(builder.tree) == reference_losers(builder.tree)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(rows(), cased_rows()), max_size=20))
+def test_the_builder_agrees_with_the_validator(items: list[Item]) -> None:
+    """The builder's inline checks make the tree and skips rows.validate gives."""
+    builder = TreeBuilder()
+    builder.add(items)
+    reference = TreeBuilder()
+    reference.add_validated(validate(item) for item in items)
+    assert builder.tree == reference.tree
+    assert builder.skipped == reference.skipped
+    assert builder.rows == reference.rows == len(items)
