@@ -136,8 +136,13 @@ class TreeBuilder:
                         domain = domains[tld][sub]
                     except KeyError:
                         domain = self._domain(tld, sub)
+                    # An ASCII name that str.isprintable accepts holds no control
+                    # character, and no blank but the space: the expression is asked
+                    # only about others (a regular expression call is the dearer test).
                     if domain is None or not 0 < len(username) <= MAX_USERNAME_LENGTH \
-                            or username[0] == "#" or forbidden(username):
+                            or username[0] == "#" or " " in username or not (
+                                (username.isascii() and username.isprintable())
+                                or not forbidden(username)):
                         raise _Unusual
                     try:
                         found = targets[1 if sub else 0][user]

@@ -322,6 +322,8 @@ def test_case_variant_losers_match_the_reference(items: list[Item]) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.one_of(rows(), cased_rows()), max_size=20))
+@example([cased(name, "") for name in ("a b", "a\tb", "\u00e9\u00a0", "#a", "", "a" * 65,
+                                       "\u00e9", "a\x7f")])
 def test_the_builder_agrees_with_the_validator(items: list[Item]) -> None:
     """The builder's inline checks make the tree and skips rows.validate gives."""
     builder = TreeBuilder()
