@@ -147,19 +147,34 @@ _KEY = re.compile(r"^\S*", re.MULTILINE)
 _LEADING_BLANK = re.compile(r"\n[^\S\n]")  # a literal first: searched at C speed
 
 
+_BLOCK = 1 << 18  # characters taken at a time: the pieces of one block are all held
+
+
 def _tab_keys(lowered: str) -> list[str] | None:
     """The keys of a text whose every line is key<TAB>value<NEWLINE>, with no blank in
     its key: cut by the string methods (far fewer steps than a regular expression
-    over every character); None for any other text.
-
-    Split at tabs and newlines alike, the pieces are key, value, key, value, ...; that
-    reading is the text's only if laying them out again gives the text back. A key
-    with no blank has no character str.isspace knows, all of which (but the space,
-    looked for on its own) str.isprintable rejects; an empty key is a line that
-    starts with a blank, which the regular expression path handles."""
+    over every character), a block of lines at a time; None for any other text."""
     if not lowered.endswith("\n"):
         return None
-    pieces = lowered.replace("\t", "\n").split("\n")
+    keys: list[str] = []
+    start, size = 0, len(lowered)
+    while start < size:
+        end = lowered.find("\n", start + _BLOCK) + 1 or size
+        block = _block_keys(lowered[start:end])
+        if block is None:
+            return None
+        keys += block
+        start = end
+    return keys
+
+
+def _block_keys(lines: str) -> list[str] | None:
+    """_tab_keys of whole lines. Split at tabs and newlines alike, the pieces are key,
+    value, key, value, ...; that reading is the text's only if laying them out again
+    gives the text back. A key with no blank has no character str.isspace knows, all
+    of which (but the space, looked for on its own) str.isprintable rejects; an empty
+    key is a line that starts with a blank, which the regular expression path handles."""
+    pieces = lines.replace("\t", "\n").split("\n")
     keys, values = pieces[0:-1:2], pieces[1::2]
     if len(keys) != len(values):
         return None
@@ -168,7 +183,7 @@ def _tab_keys(lowered: str) -> list[str] | None:
     layout[0::4] = keys
     layout[2::4] = values
     layout[3::4] = ["\n"] * count
-    if "".join(layout) != lowered:
+    if "".join(layout) != lines:
         return None
     names = "".join(keys)
     if " " in names or not names.isprintable() or "" in keys:

@@ -280,10 +280,13 @@ def test_the_keys_of_a_text_are_those_of_its_lines(text: str) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(MAP_TEXTS | TAB_LINES)
-def test_the_string_method_keys_agree_with_the_expression(text: str) -> None:
-    """_tab_keys gives the keys the regular expression finds, or declines."""
+@given(MAP_TEXTS | TAB_LINES, st.integers(1, 30))
+def test_the_string_method_keys_agree_with_the_expression(text: str, block: int) -> None:
+    """_tab_keys gives the keys the regular expression finds, or declines, however the
+    text is cut into blocks of lines."""
     lowered = text.encode().lower().decode()
-    keys = render_module._tab_keys(lowered)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(render_module, "_BLOCK", block)
+        keys = render_module._tab_keys(lowered)
     if keys is not None:
         assert keys == render_module._KEY.findall(lowered)[:-1]
