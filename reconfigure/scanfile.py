@@ -16,7 +16,7 @@ from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
-from reconfigure.rows import ScanFormatError
+from reconfigure.rows import ScanFormatError, StringRows
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _BLANKS = " \t\n\r"  # JSON's whitespace: a separator without any skips the regex
@@ -153,7 +153,7 @@ class _Stream:
                 return self.text[self.at:self.at + 1]
 
 
-def _streamed(stream: _Stream) -> Generator[list[Mapping[str, object]], None, bool]:  # noqa: PLR0912, PLR0915
+def _streamed(stream: _Stream) -> Generator[Page, None, bool]:  # noqa: PLR0912, PLR0915
     """The items of the common document, in lists; returns True after them if the
     document was clean, else False with nothing more to say (the whole-text reader then
     decides). `stream.count` says how many were yielded. The loop keeps the text and
@@ -177,10 +177,20 @@ def _streamed(stream: _Stream) -> Generator[list[Mapping[str, object]], None, bo
         return _clean_rest(stream)
     text, at, count = stream.text, stream.at, 0
     boundary: str | None = None  # "" once items have proved it unusable
+    layout: _Layout | None = None
     try:
         while True:
             if boundary:
                 cut = text.rfind(boundary, at, at + _WINDOW)
+                if cut > at and layout is not None:
+                    after = cut + len(boundary) - 1  # the next item's `{`
+                    rows = layout.rows(text, at, after)
+                    if rows:
+                        yield StringRows(layout.names, rows)
+                        count += len(rows)
+                        at = after
+                        continue
+                    layout = None  # items not all alike: decoded by the scanner
                 if cut > at:
                     chunk = "[" + text[at:cut + 1] + "]"
                     try:
@@ -207,7 +217,7 @@ def _streamed(stream: _Stream) -> Generator[list[Mapping[str, object]], None, bo
                 return False
             yield [item]
             count += 1
-            at = end
+            start, at = at, end
             char = text[at:at + 1]
             if char in _BLANKS:  # "" (the chunk's end) too
                 at = skip(text, at).end()  # type: ignore[union-attr]
@@ -224,6 +234,7 @@ def _streamed(stream: _Stream) -> Generator[list[Mapping[str, object]], None, bo
                 if boundary is None and end > 0 and text[end - 1:end] == "}" \
                         and text[at:at + 1] == "{":
                     boundary = text[end - 1:at + 1]
+                    layout = _Layout.of(text[start:end], item, text[end:at])
                 continue
             stream.at = at
             if char != "]":
@@ -232,6 +243,63 @@ def _streamed(stream: _Stream) -> Generator[list[Mapping[str, object]], None, bo
             return _clean_rest(stream)
     finally:
         stream.count = count
+
+
+# What the reader yields: decoded items, or items laid out alike as their values.
+Page = list[Mapping[str, object]] | StringRows
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+# A string value the layout takes as it is written: no escape, no control character
+# (which the scanner refuses), so its text is its value.
+_PLAIN_VALUE = r'"([^"\\\x00-\x1f]*)"'
+
+
+class _Layout:
+    """The text of one item with its values left open, and the separator after it: an
+    item written alike (same names in the same order, same blanks) matches it."""
+
+    def __init__(self, names: tuple[str, ...], pattern: str, fixed: int) -> None:
+        self.names = names
+        self.pattern = re.compile(pattern)
+        self.fixed = fixed  # characters of an item and its separator but its values
+
+    @classmethod
+    def of(cls, raw: str, item: Mapping[str, object], separator: str) -> _Layout | None:
+        """The layout of `raw`, the text of `item`, if it has two or more attributes,
+        each a DynamoDB string, and names written without escapes."""
+        strings = list(_JSON_STRING.finditer(raw))
+        if len(item) < 2 or len(strings) != 3 * len(item) or any(
+                type(value) is not dict or len(value) != 1 or type(value.get("S")) is not str
+                for value in item.values()):
+            return None
+        pattern, fixed, at = [], len(raw) + len(separator), 0
+        names = []
+        for index, string in enumerate(strings):
+            pattern.append(re.escape(raw[at:string.start()]))
+            if index % 3 == 2:
+                pattern.append(_PLAIN_VALUE)
+                fixed -= string.end() - string.start() - 2
+            elif "\\" in string.group():
+                return None
+            else:
+                pattern.append(re.escape(string.group()))
+                if index % 3 == 0:
+                    names.append(string.group()[1:-1])
+            at = string.end()
+        pattern.append(re.escape(raw[at:] + separator))
+        if tuple(names) != tuple(item) or [strings[i].group() for i in range(1, len(
+                strings), 3)] != ['"S"'] * len(item):
+            return None
+        return cls(tuple(names), "".join(pattern), fixed)
+
+    def rows(self, text: str, start: int, end: int) -> list[tuple[str, ...]]:
+        """The values of the items in text[start:end], each followed by the separator,
+        if all are laid out alike; else []. The matches cover the span (no text
+        between or around them) exactly when their lengths add up to it."""
+        rows: list[tuple[str, ...]] = self.pattern.findall(text, start, end)
+        if len(rows) * self.fixed + sum(map(len, itertools.chain.from_iterable(rows))) \
+                != end - start:
+            return []
+        return rows
 
 
 def _clean_rest(stream: _Stream) -> bool:
@@ -253,7 +321,7 @@ def _clean_rest(stream: _Stream) -> bool:
     return not cursor.skip()
 
 
-def _read(path: Path, file: BinaryIO) -> Iterator[list[Mapping[str, object]]]:
+def _read(path: Path, file: BinaryIO) -> Iterator[Page]:
     stream = _Stream(file)
     try:
         with file:
@@ -269,10 +337,10 @@ def _read(path: Path, file: BinaryIO) -> Iterator[list[Mapping[str, object]]]:
         yield [item]
 
 
-def load_pages(path: Path) -> Iterator[list[Mapping[str, object]]]:
-    """The file's items in lists, read as they are decoded; ScanFormatError with one
-    readable line for anything unusable (a file that is not UTF-8: when the read
-    reaches it)."""
+def load_pages(path: Path) -> Iterator[Page]:
+    """The file's items in lists (or StringRows), read as they are decoded;
+    ScanFormatError with one readable line for anything unusable (a file that is not
+    UTF-8: when the read reaches it)."""
     try:
         file = path.open("rb")
     except FileNotFoundError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -15,6 +16,7 @@ from reconfigure.rows import (
     MAX_USERNAME_LENGTH,
     Address,
     Skipped,
+    StringRows,
     _accounts,
     _subdomain_rule,
     _tld_rule,
@@ -83,6 +85,11 @@ class _Unusual(Exception):
     """A row TreeBuilder.add leaves to rows.validate."""
 
 
+# The attributes a StringRows page needs for TreeBuilder._add_strings, in its order.
+_COLUMNS = ("tld", "subdomain", "username", "user", "RequestTime")
+_HAS_COLUMNS = frozenset(_COLUMNS).issubset
+
+
 @dataclass(slots=True)
 class TreeBuilder:
     """Validates rows page by page into a tree, so no raw page outlives its turn.
@@ -109,6 +116,8 @@ class TreeBuilder:
         if self._for_tree is not self.tree:  # the tree was replaced: forget its dicts
             self._domains.clear()
             self._for_tree = self.tree
+        if type(items) is StringRows and _HAS_COLUMNS(items.names):
+            return self._add_strings(items)
         domains, targets, forbidden = self._domains, self._targets, _FORBIDDEN_IN_USERNAME.search
         skipped: list[Skipped] = []
         count = 0
@@ -175,6 +184,49 @@ class TreeBuilder:
                         _insert(self.tree, result)
         finally:
             self.rows += count
+        self.skipped.extend(skipped)
+        return skipped
+
+    def _add_strings(self, page: StringRows) -> list[Skipped]:
+        """`add` for items known to hold only DynamoDB strings, tld, subdomain, username,
+        user and RequestTime among them: the same checks but those of types."""
+        domains, targets = self._domains, self._targets
+        columns = operator.itemgetter(*map(page.names.index, _COLUMNS))
+        skipped: list[Skipped] = []
+        for row in page.rows:
+            tld, sub, username, user, created = columns(row)
+            try:
+                try:
+                    domain = domains[tld][sub]
+                except KeyError:
+                    domain = self._domain(tld, sub)
+                if domain is None or not 0 < len(username) <= MAX_USERNAME_LENGTH \
+                        or username[0] == "#" or " " in username or not (
+                            (username.isascii() and username.isprintable())
+                            or not _FORBIDDEN_IN_USERNAME.search(username)):
+                    raise _Unusual
+                try:
+                    found = targets[1 if sub else 0][user]
+                except KeyError:
+                    found = self._target(user, bool(sub))
+                if found is None or len(username) * 4 + found.width > domain.budget:
+                    raise _Unusual
+                try:
+                    entry = found.entries[created]
+                except KeyError:
+                    entry = found.entries[created] = (found.target, found.accounts, created)
+                by_username = domain.users
+                if by_username is None:
+                    by_username = self._users_of(domain, tld, sub)
+                by_username[username] = entry
+            except _Unusual:
+                result = validate({name: {"S": value}
+                                   for name, value in zip(page.names, row, strict=True)})
+                if isinstance(result, Skipped):
+                    skipped.append(result)
+                else:
+                    _insert(self.tree, result)
+        self.rows += len(page.rows)
         self.skipped.extend(skipped)
         return skipped
 

@@ -14,7 +14,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from reconfigure.render import RenderOptions, render_tier
-from reconfigure.rows import MAX_MAP_LINE_BYTES, Skipped, longest_address_line, validate
+from reconfigure.rows import (
+    MAX_MAP_LINE_BYTES,
+    Skipped,
+    StringRows,
+    longest_address_line,
+    validate,
+)
 from reconfigure.tiers import IMAP_UNKNOWN, TIERS
 from reconfigure.tree import Tree, TreeBuilder, address_losers
 from tests.support.items import RELAY, Item, render
@@ -333,3 +339,33 @@ def test_the_builder_agrees_with_the_validator(items: list[Item]) -> None:
     assert builder.tree == reference.tree
     assert builder.skipped == reference.skipped
     assert builder.rows == reference.rows == len(items)
+
+
+STRING_ROWS = st.lists(st.tuples(
+    st.text(max_size=5), NAMES, st.one_of(st.just(""), NAMES), USERNAMES, USERS,
+    st.sampled_from(["", "2024-01-01T00:00:00", "2025"])), max_size=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(STRING_ROWS, st.permutations(["address", "tld", "subdomain", "username", "user",
+                                     "RequestTime"]))
+@example([("a", "example.com", "", name, "alice", "") for name in (
+    "a b", "a\tb", "\u00e9\u00a0", "#a", "", "a" * 65, "\u00e9", "a\x7f", "ok")],
+    ["address", "tld", "subdomain", "username", "user", "RequestTime"])
+def test_string_rows_build_the_tree_their_items_build(
+        rows: list[tuple[str, ...]], names: list[str]) -> None:
+    """Rows read as their values (StringRows, attributes in any order) make the tree,
+    skips and count that the same items as dicts make, and rows.validate gives."""
+    order = [["address", "tld", "subdomain", "username", "user", "RequestTime"].index(name)
+             for name in names]
+    page = StringRows(tuple(names), [tuple(row[i] for i in order) for row in rows])
+    builder = TreeBuilder()
+    builder.add(page)
+    as_dicts = TreeBuilder()
+    as_dicts.add(list(page))
+    reference = TreeBuilder()
+    reference.add_validated(validate(item) for item in page)
+    for other in (as_dicts, reference):
+        assert builder.tree == other.tree
+        assert builder.skipped == other.skipped
+        assert builder.rows == other.rows == len(rows)

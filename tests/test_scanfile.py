@@ -8,11 +8,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from reconfigure import scanfile
-from reconfigure.rows import ScanFormatError
+from reconfigure.rows import ScanFormatError, StringRows
 from reconfigure.scanfile import _named, iter_items, load_items
 
 JSON = st.recursive(
@@ -178,3 +178,80 @@ def test_a_clean_scan_is_decoded_many_items_a_call(tmp_path: Path, indent: int |
     pages = list(scanfile.load_pages(path))
     assert [item for page in pages for item in page] == items
     assert len(pages) < 3000 // 50, [len(page) for page in pages]
+
+
+# Values with what a layout must not take as it is written (escapes, control characters),
+# names in one order or another, and now and then an attribute of another type.
+PLAIN_OR_NOT = st.text(alphabet='ab}{, é"\\\x01\u2028', max_size=5)
+LAID_OUT_ITEMS = st.lists(
+    st.builds(lambda values, order, odd: {
+        **{name: {"S": value} for name, value in sorted(
+            values.items(), key=lambda pair: order.index(pair[0]))},
+        **({"x": odd} if odd is not None else {})},
+        st.fixed_dictionaries({name: PLAIN_OR_NOT for name in ("tld", "username", "user")}),
+        st.sampled_from([["tld", "username", "user"]] * 4 + [["user", "tld", "username"]]),
+        st.one_of(st.none(), st.none(), st.none(), JSON)),
+    max_size=40)
+
+
+def laid_out(*values: str, order: tuple[str, ...] = ("tld", "username", "user")) -> (
+        dict[str, object]):
+    return {name: {"S": value} for name, value in zip(order, values, strict=True)}
+
+
+ALIKE = [laid_out("a", "b", "c")] * 6
+
+
+@settings(max_examples=300, deadline=None)
+@given(LAID_OUT_ITEMS, st.sampled_from([None, 2]), st.integers(1, 400),
+       st.sampled_from([7, 1 << 20]), st.integers(0, 2), st.integers(0, 3000))
+@example([*ALIKE, laid_out("c", "a", "b", order=("user", "tld", "username")), *ALIKE],
+         None, 200, 1 << 20, 0, 0)
+@example([*ALIKE, laid_out("a\x01", "b", "c"), *ALIKE], None, 200, 1 << 20, 0, 0)
+@example([*ALIKE, laid_out('a"\\', "b", "c"), *ALIKE], 2, 300, 1 << 20, 0, 0)
+@example([*ALIKE, {**laid_out("a", "b", "c"), "x": 1}, *ALIKE], None, 200, 1 << 20, 0, 0)
+def test_items_laid_out_alike_read_as_the_whole_text(
+        tmp_path_factory: pytest.TempPathFactory, items: list[dict[str, object]],
+        indent: int | None, window: int, chunk: int, mode: int, cut: int) -> None:
+    """Items read by their layout (values taken as written) are the items the whole-text
+    reader gives, with the same error, whatever the values, order and blanks."""
+    data = json.dumps({"Items": items, "Count": len(items)}, indent=indent,
+                      ensure_ascii=False).encode()
+    if mode == 1:
+        data = data[:cut] + b"," + data[cut:]
+    elif mode == 2:
+        data = data[:cut]
+    path = tmp_path_factory.mktemp("scan") / "scan.json"
+    path.write_bytes(data)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(scanfile, "_CHUNK", chunk)
+        patch.setattr(scanfile, "_WINDOW", window)
+        streamed = outcome(load_items(path))
+    assert streamed == whole_text(path)
+
+
+def test_items_laid_out_alike_come_as_their_values(tmp_path: Path) -> None:
+    """A scan whose items are all DynamoDB strings in one layout comes as StringRows
+    (no dict made per attribute), and reads back as the same items."""
+    items = [{"tld": {"S": "example.com"}, "username": {"S": f"u{i}"},
+              "user": {"S": "alice"}} for i in range(2000)]
+    path = tmp_path / "scan.json"
+    path.write_text(json.dumps({"Items": items}, indent=4))
+    pages = list(scanfile.load_pages(path))
+    assert sum(isinstance(page, StringRows) for page in pages) > 1
+    assert [item for page in pages for item in page] == items
+
+
+@pytest.mark.parametrize("raw", ["\x01", "\t", "\x1f"])
+def test_a_raw_control_character_in_a_laid_out_value_is_the_readers_error(
+        tmp_path: Path, raw: str) -> None:
+    """JSON refuses a control character written as it is inside a string: so does the
+    layout, and the reader names it where the whole-text reader does."""
+    text = json.dumps({"Items": [*ALIKE, laid_out("a\x01", "b", "c"), *ALIKE]})
+    path = tmp_path / "scan.json"
+    path.write_text(text.replace("\\u0001", raw))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(scanfile, "_WINDOW", 200)
+        streamed = outcome(load_items(path))
+    assert streamed == whole_text(path)
+    assert streamed[1] is not None and "Invalid control character" in streamed[1]
