@@ -250,7 +250,12 @@ Page = list[Mapping[str, object]] | StringRows
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 # A string value the layout takes as it is written: no escape, no control character
 # (which the scanner refuses), so its text is its value.
-_PLAIN_VALUE = r'"([^"\\\x00-\x1f]*)"'
+# (A class of one excluded character is matched by a tight loop; escapes and control
+# characters are looked for afterwards, in all the values at once.)
+_PLAIN_VALUE = r'"([^"]*)"'
+# Every byte but a backslash and the control characters: deleting them leaves nothing
+# from the UTF-8 of plain values.
+_PLAIN_BYTES = bytes(byte for byte in range(0x20, 0x100) if byte != ord("\\"))
 
 
 class _Layout:
@@ -296,8 +301,9 @@ class _Layout:
         if all are laid out alike; else []. The matches cover the span (no text
         between or around them) exactly when their lengths add up to it."""
         rows: list[tuple[str, ...]] = self.pattern.findall(text, start, end)
-        if len(rows) * self.fixed + sum(map(len, itertools.chain.from_iterable(rows))) \
-                != end - start:
+        values = "".join(itertools.chain.from_iterable(rows))
+        if len(rows) * self.fixed + len(values) != end - start \
+                or values.encode().translate(None, _PLAIN_BYTES):
             return []
         return rows
 

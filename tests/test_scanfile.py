@@ -227,7 +227,11 @@ def test_items_laid_out_alike_read_as_the_whole_text(
         patch.setattr(scanfile, "_CHUNK", chunk)
         patch.setattr(scanfile, "_WINDOW", window)
         streamed = outcome(load_items(path))
-    assert streamed == whole_text(path)
+    expected = whole_text(path)
+    if expected[1] is not None and "cannot be read" in expected[1]:
+        assert streamed[1] == expected[1]  # not UTF-8: found where the stream reaches it
+    else:
+        assert streamed == expected
 
 
 def test_items_laid_out_alike_come_as_their_values(tmp_path: Path) -> None:
