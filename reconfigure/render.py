@@ -148,6 +148,7 @@ _LEADING_BLANK = re.compile(r"\n[^\S\n]")  # a literal first: searched at C spee
 
 
 _BLOCK = 1 << 18  # characters taken at a time: the pieces of one block are all held
+_GRAPHIC = bytes(range(0x21, 0x7F))  # ASCII but blanks and control characters
 
 
 def _tab_keys(lowered: str) -> list[str] | None:
@@ -171,9 +172,10 @@ def _tab_keys(lowered: str) -> list[str] | None:
 def _block_keys(lines: str) -> list[str] | None:
     """_tab_keys of whole lines. Split at tabs and newlines alike, the pieces are key,
     value, key, value, ...; that reading is the text's only if laying them out again
-    gives the text back. A key with no blank has no character str.isspace knows, all
-    of which (but the space, looked for on its own) str.isprintable rejects; an empty
-    key is a line that starts with a blank, which the regular expression path handles."""
+    gives the text back. A key with no blank has no character str.isspace knows: in
+    ASCII, only graphic characters (all the rest deleted, nothing is left); else none
+    that str.isprintable rejects, nor a space (the one blank it accepts). An empty key
+    is a line that starts with a blank, which the regular expression path handles."""
     pieces = lines.replace("\t", "\n").split("\n")
     keys, values = pieces[0:-1:2], pieces[1::2]
     if len(keys) != len(values):
@@ -186,7 +188,8 @@ def _block_keys(lines: str) -> list[str] | None:
     if "".join(layout) != lines:
         return None
     names = "".join(keys)
-    if " " in names or not names.isprintable() or "" in keys:
+    if "" in keys or (names.encode().translate(None, _GRAPHIC) if names.isascii()
+                      else " " in names or not names.isprintable()):
         return None
     return keys
 

@@ -369,3 +369,20 @@ def test_string_rows_build_the_tree_their_items_build(
         assert builder.tree == other.tree
         assert builder.skipped == other.skipped
         assert builder.rows == other.rows == len(rows)
+
+
+@pytest.mark.parametrize("username", ["a b", "a\nb", "#a", "a\tb", "", "a" * 65, "\u00e9",
+                                      "a\x7f", "a\x00", "a#", "a" * 64])
+def test_one_odd_username_among_plain_ones(username: str) -> None:
+    """A page whose usernames are all plain but one: that one is judged as the
+    validator judges it, the others are kept."""
+    names = ("address", "tld", "subdomain", "username", "user", "RequestTime")
+    rows: list[tuple[str, ...]] = [("x", "example.com", "s", "ok", "alice", ""),
+                                   ("y", "example.com", "s", username, "bob", ""),
+                                   ("z", "example.com", "", "fine", "carol", "")]
+    builder = TreeBuilder()
+    builder.add(StringRows(names, rows))
+    reference = TreeBuilder()
+    reference.add_validated(validate(item) for item in StringRows(names, rows))
+    assert builder.tree == reference.tree
+    assert builder.skipped == reference.skipped
