@@ -95,11 +95,12 @@ def cycle_share(count: int, tier: str) -> tuple[float, float]:
     return tree_cpu, time.process_time() - start
 
 
-def measure(argv: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+def measure(argv: list[str], env: dict[str, str],
+            cwd: str | None = None) -> tuple[float, float, float]:
     """Wall seconds, CPU seconds (user+sys) and peak RSS in MB of one child process."""
     start = time.perf_counter()
     process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+                               stderr=subprocess.DEVNULL, cwd=cwd)
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
@@ -140,10 +141,13 @@ def main(argv: list[str]) -> None:
 
 
 def against(other: Path, runs: int, sizes: list[int]) -> None:
-    """Alternating runs of this checkout's `reconfigure render` and `other`'s."""
+    """Alternating runs of this checkout's `reconfigure render` and `other`'s (each run
+    in a scratch directory: `-m` puts the working directory first on the path)."""
     base = {**os.environ, "CERT_DOMAIN": "cabal.example",
             "IMAP_INTERNAL_HOST": "imap.internal"}
-    envs = {"this": base, "other": {**base, "PYTHONPATH": str(other)}}
+    this = str(Path(__file__).resolve().parent.parent)
+    envs = {"this": {**base, "PYTHONPATH": this},
+            "other": {**base, "PYTHONPATH": str(other.resolve())}}
     exe = [sys.executable, "-m", "reconfigure"]
     print(f"{'rows':>9} {'tier':>9} {'checkout':>9} {'cpu s':>8} {'min s':>7}"
           f" {'peak MB':>8}")
@@ -160,7 +164,7 @@ def against(other: Path, runs: int, sizes: list[int]) -> None:
                         out = Path(tmp) / f"{name}-{count}-{tier}"
                         figures[name].append(measure(
                             [*exe, "render", "--tier", tier, "--scan-file", str(scan),
-                             "--root", str(out)], envs[name]))
+                             "--root", str(out)], envs[name], cwd=tmp))
                 same = subprocess.run(["diff", "-r", str(Path(tmp) / f"this-{count}-{tier}"),
                                        str(Path(tmp) / f"other-{count}-{tier}")],
                                       capture_output=True, check=False).returncode == 0
