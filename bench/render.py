@@ -3,8 +3,13 @@ the start-up (interpreter + the render path's imports) alone, and the daemon's o
 of a cycle (tree + render, in one process with the garbage collector on, as `run` has it).
 
     .venv/bin/python bench/render.py [N ...]
+    .venv/bin/python bench/render.py --against DIR [--runs K] [N ...]
 
 Each figure is the median of three runs (CPU is user + system of the child process).
+`--against DIR` compares with another checkout instead (DIR holds its `reconfigure`
+package, put first on PYTHONPATH): runs of the two alternate, K of each (default 11),
+medians, and the outputs must be byte-identical. The machine is shared: only
+alternating runs say which is cheaper.
 
 Rows are synthetic but shaped like the real table: ~20 tlds, N/10 subdomains, 5% of rows
 shared by several accounts, and the attributes the table holds (address, tld, subdomain,
@@ -90,11 +95,12 @@ def cycle_share(count: int, tier: str) -> tuple[float, float]:
     return tree_cpu, time.process_time() - start
 
 
-def measure(argv: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+def measure(argv: list[str], env: dict[str, str],
+            cwd: str | None = None) -> tuple[float, float, float]:
     """Wall seconds, CPU seconds (user+sys) and peak RSS in MB of one child process."""
     start = time.perf_counter()
     process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+                               stderr=subprocess.DEVNULL, cwd=cwd)
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
@@ -134,8 +140,50 @@ def main(argv: list[str]) -> None:
                       f" {float(cycle[0]):>14.2f} {float(cycle[1]):>9.2f}", flush=True)
 
 
+def against(other: Path, runs: int, sizes: list[int]) -> None:
+    """Alternating runs of this checkout's `reconfigure render` and `other`'s (each run
+    in a scratch directory: `-m` puts the working directory first on the path)."""
+    base = {**os.environ, "CERT_DOMAIN": "cabal.example",
+            "IMAP_INTERNAL_HOST": "imap.internal"}
+    this = str(Path(__file__).resolve().parent.parent)
+    envs = {"this": {**base, "PYTHONPATH": this},
+            "other": {**base, "PYTHONPATH": str(other.resolve())}}
+    exe = [sys.executable, "-m", "reconfigure"]
+    print(f"{'rows':>9} {'tier':>9} {'checkout':>9} {'cpu s':>8} {'min s':>7}"
+          f" {'peak MB':>8}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for count in sizes:
+            scan = Path(tmp) / f"scan-{count}.json"
+            subprocess.run([sys.executable, __file__, "--write", str(count), str(scan)],
+                           check=True)
+            for tier in TIERS:
+                figures: dict[str, list[tuple[float, float, float]]] = {"this": [],
+                                                                        "other": []}
+                for run in range(runs):
+                    for name in (("this", "other") if run % 2 else ("other", "this")):
+                        out = Path(tmp) / f"{name}-{count}-{tier}"
+                        figures[name].append(measure(
+                            [*exe, "render", "--tier", tier, "--scan-file", str(scan),
+                             "--root", str(out)], envs[name], cwd=tmp))
+                same = subprocess.run(["diff", "-r", str(Path(tmp) / f"this-{count}-{tier}"),
+                                       str(Path(tmp) / f"other-{count}-{tier}")],
+                                      capture_output=True, check=False).returncode == 0
+                for name, runs_of in figures.items():
+                    cpu = sorted(run[1] for run in runs_of)
+                    rss = sorted(run[2] for run in runs_of)
+                    print(f"{count:>9} {tier:>9} {name:>9} {cpu[len(cpu) // 2]:>8.2f}"
+                          f" {cpu[0]:>7.2f} {rss[len(rss) // 2]:>8.0f}", flush=True)
+                print(f"{'':>9} {tier:>9} outputs {'identical' if same else 'DIFFER'}")
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--write"]:
+    if sys.argv[1:2] == ["--against"]:
+        rest = sys.argv[3:]
+        runs = 11
+        if rest[:1] == ["--runs"]:
+            runs, rest = int(rest[1]), rest[2:]
+        against(Path(sys.argv[2]), runs, [int(a) for a in rest] or [100_000])
+    elif sys.argv[1:2] == ["--write"]:
         write_scan(Path(sys.argv[3]), int(sys.argv[2]))
     elif sys.argv[1:2] == ["--cycle"]:
         print(*cycle_share(int(sys.argv[2]), sys.argv[3]))

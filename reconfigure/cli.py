@@ -125,9 +125,11 @@ def render_command(args: argparse.Namespace, settings: Settings) -> int:
     builder = TreeBuilder()
     logger: FilteringBoundLogger | None = None
     if args.scan_file is not None:
-        from reconfigure.scanfile import load_items  # noqa: PLC0415
+        from reconfigure.scanfile import load_pages  # noqa: PLC0415
 
-        skipped = builder.add(load_items(args.scan_file))
+        skipped = []
+        for page in load_pages(args.scan_file):
+            skipped.extend(builder.add(page))
     else:
         from reconfigure import table  # noqa: PLC0415 - boto3 only when the table is read
         from reconfigure.aws import Aws  # noqa: PLC0415

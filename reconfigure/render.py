@@ -47,9 +47,16 @@ def lines(names: list[str], before: str, after: str) -> str:
 
 
 def zip_lines(firsts: list[str], seconds: list[str], middle: str) -> str:
-    """One line per pair, first + `middle` + second."""
-    return "".join([f"{first}{middle}{second}\n"
-                    for first, second in zip(firsts, seconds, strict=True)])
+    """One line per pair, first + `middle` + second: the pieces laid out in one list
+    by slice assignments, then one join (no string made per line)."""
+    count = len(firsts)
+    if len(seconds) != count:
+        raise ValueError("zip_lines: the columns differ in length")
+    parts = [middle] * (4 * count)
+    parts[0::4] = firsts
+    parts[2::4] = seconds
+    parts[3::4] = ["\n"] * count
+    return "".join(parts)
 
 
 @functools.cache
@@ -140,10 +147,60 @@ _KEY = re.compile(r"^\S*", re.MULTILINE)
 _LEADING_BLANK = re.compile(r"\n[^\S\n]")  # a literal first: searched at C speed
 
 
+_BLOCK = 1 << 18  # characters taken at a time: the pieces of one block are all held
+_GRAPHIC = bytes(range(0x21, 0x7F))  # ASCII but blanks and control characters
+
+
+def _tab_keys(lowered: str) -> list[str] | None:
+    """The keys of a text whose every line is key<TAB>value<NEWLINE>, with no blank in
+    its key: cut by the string methods (far fewer steps than a regular expression
+    over every character), a block of lines at a time; None for any other text."""
+    if not lowered.endswith("\n"):
+        return None
+    keys: list[str] = []
+    start, size = 0, len(lowered)
+    while start < size:
+        end = lowered.find("\n", start + _BLOCK) + 1 or size
+        block = _block_keys(lowered[start:end])
+        if block is None:
+            return None
+        keys += block
+        start = end
+    return keys
+
+
+def _block_keys(lines: str) -> list[str] | None:
+    """_tab_keys of whole lines. Split at tabs and newlines alike, the pieces are key,
+    value, key, value, ...; that reading is the text's only if laying them out again
+    gives the text back. A key with no blank has no character str.isspace knows: in
+    ASCII, only graphic characters (all the rest deleted, nothing is left); else none
+    that str.isprintable rejects, nor a space (the one blank it accepts). An empty key
+    is a line that starts with a blank, which the regular expression path handles."""
+    pieces = lines.replace("\t", "\n").split("\n")
+    keys, values = pieces[0:-1:2], pieces[1::2]
+    if len(keys) != len(values):
+        return None
+    count = len(keys)
+    layout = ["\t"] * (4 * count)
+    layout[0::4] = keys
+    layout[2::4] = values
+    layout[3::4] = ["\n"] * count
+    if "".join(layout) != lines:
+        return None
+    names = "".join(keys)
+    if "" in keys or (names.encode().translate(None, _GRAPHIC) if names.isascii()
+                      else " " in names or not names.isprintable()):
+        return None
+    return keys
+
+
 def _text_keys(text: str) -> list[str] | None:
     """map_keys(_lines(text)) in one pass over the text; None if a line starts with a
     blank (map_keys then decides)."""
     lowered = text.lower() if text.isascii() else text.encode().lower().decode()
+    tab_keys = _tab_keys(lowered)
+    if tab_keys is not None:
+        return tab_keys
     if (lowered[:1].isspace() and lowered[:1] != "\n") or _LEADING_BLANK.search(lowered):
         return None
     keys: list[str] = _KEY.findall(lowered)

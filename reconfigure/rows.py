@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import NamedTuple
 
 from reconfigure.tiers import TIERS
@@ -59,6 +59,27 @@ _FORBIDDEN_IN_USERNAME = re.compile(
 
 class ScanFormatError(ValueError):
     """The scan document as a whole is unusable (not a single bad row)."""
+
+
+class StringRows:
+    """Scan items whose every attribute is a DynamoDB string, as tuples of their values
+    in the order of `names` (one item: {names[i]: {"S": row[i]}}): what the scan-file
+    reader gives for items laid out alike, so that neither it nor the tree builder
+    makes and reads eight dicts a row. Iterating gives the items as dicts."""
+
+    __slots__ = ("names", "rows")
+
+    def __init__(self, names: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+        self.names = names
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[dict[str, dict[str, str]]]:
+        names = self.names
+        for row in self.rows:
+            yield {name: {"S": value} for name, value in zip(names, row, strict=True)}
 
 
 # What the validator reads from a scan item: the DynamoDB scan projects only these.

@@ -1,8 +1,9 @@
 """Reading an `aws dynamodb scan --output json` file for dry runs.
 
-The file is decoded one item at a time by the C scanner of the `json` module, so a
-caller that validates each item as it arrives never holds the whole raw table (at 100k
-rows that alone is ~250 MB of dicts), and pays no Python-level parsing per character.
+The file is decoded as it is read by the C scanner of the `json` module, a few hundred
+items a call (docs/design.md §3), so a caller that validates items as they arrive never
+holds the whole raw table (at 100k rows that alone is ~250 MB of dicts), and pays no
+Python-level step per character, nor one decoder call per item.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
-from reconfigure.rows import ScanFormatError
+from reconfigure.rows import ScanFormatError, StringRows
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _BLANKS = " \t\n\r"  # JSON's whitespace: a separator without any skips the regex
@@ -119,6 +120,7 @@ def iter_items(text: str) -> Iterator[Mapping[str, object]]:
 # whole-text reader above from the item where the stream stopped, so every message and
 # position is the one that reader gives.
 _CHUNK = 1 << 20
+_WINDOW = 1 << 16  # characters of items decoded by one call: a few hundred items
 _HEAD = re.compile(r'[ \t\n\r]*\{[ \t\n\r]*"Items"[ \t\n\r]*:[ \t\n\r]*\[')
 
 
@@ -151,11 +153,18 @@ class _Stream:
                 return self.text[self.at:self.at + 1]
 
 
-def _streamed(stream: _Stream) -> Generator[Mapping[str, object], None, bool]:  # noqa: PLR0912
-    """The items of the common document; returns True after them if the document was
-    clean, else False with nothing more to say (the whole-text reader then decides).
-    `stream.count` says how many were yielded. The loop keeps the text and position in
-    locals; the stream is asked only for the next chunk."""
+def _streamed(stream: _Stream) -> Generator[Page, None, bool]:  # noqa: PLR0912, PLR0915
+    """The items of the common document, in lists; returns True after them if the
+    document was clean, else False with nothing more to say (the whole-text reader then
+    decides). `stream.count` says how many were yielded. The loop keeps the text and
+    position in locals; the stream is asked only for the next chunk.
+
+    Once two items have shown what separates items (`}` + blanks, comma, blanks + `{`),
+    up to _WINDOW characters of items at a time are decoded by one call: `[` + the text
+    up to the last such separator + `]`. That is valid JSON only if the separator was
+    found between two items (a cut inside a string or a nested value leaves it
+    unclosed), and then it is those items; anything else, and the loop goes on item by
+    item from there."""
     scan, skip = _SCAN, _WHITESPACE.match
     while len(stream.text) < 64 and stream.more():
         pass
@@ -167,8 +176,34 @@ def _streamed(stream: _Stream) -> Generator[Mapping[str, object], None, bool]:  
         stream.at += 1
         return _clean_rest(stream)
     text, at, count = stream.text, stream.at, 0
+    boundary: str | None = None  # "" once items have proved it unusable
+    layout: _Layout | None = None
     try:
         while True:
+            if boundary:
+                cut = text.rfind(boundary, at, at + _WINDOW)
+                if cut > at and layout is not None:
+                    after = cut + len(boundary) - 1  # the next item's `{`
+                    rows = layout.rows(text, at, after)
+                    if rows:
+                        yield StringRows(layout.names, rows)
+                        count += len(rows)
+                        at = after
+                        continue
+                    layout = None  # items not all alike: decoded by the scanner
+                if cut > at:
+                    chunk = "[" + text[at:cut + 1] + "]"
+                    try:
+                        items, end = scan(chunk, 0)
+                    except (StopIteration, ValueError):
+                        items, end = None, 0
+                    if end == len(chunk) and type(items) is list \
+                            and set(map(type, items)) == {dict}:
+                        yield items
+                        count += len(items)
+                        at = cut + len(boundary) - 1
+                        continue
+                    boundary = ""  # not this file's shape
             try:
                 item, end = scan(text, at)
             except (StopIteration, ValueError):  # cut short by the chunk, or bad
@@ -180,9 +215,9 @@ def _streamed(stream: _Stream) -> Generator[Mapping[str, object], None, bool]:  
                 return False
             if type(item) is not dict:  # a number may be cut short; the reader says
                 return False
-            yield item
+            yield [item]
             count += 1
-            at = end
+            start, at = at, end
             char = text[at:at + 1]
             if char in _BLANKS:  # "" (the chunk's end) too
                 at = skip(text, at).end()  # type: ignore[union-attr]
@@ -191,10 +226,15 @@ def _streamed(stream: _Stream) -> Generator[Mapping[str, object], None, bool]:  
                     stream.at = at
                     char = stream.next_char()
                     text, at = stream.text, stream.at
+                    end = -1  # the separator is not in this text: learn it later
             if char == ",":
                 at += 1
                 if text[at:at + 1] in _BLANKS:
                     at = skip(text, at).end()  # type: ignore[union-attr]
+                if boundary is None and end > 0 and text[end - 1:end] == "}" \
+                        and text[at:at + 1] == "{":
+                    boundary = text[end - 1:at + 1]
+                    layout = _Layout.of(text[start:end], item, text[end:at])
                 continue
             stream.at = at
             if char != "]":
@@ -203,6 +243,69 @@ def _streamed(stream: _Stream) -> Generator[Mapping[str, object], None, bool]:  
             return _clean_rest(stream)
     finally:
         stream.count = count
+
+
+# What the reader yields: decoded items, or items laid out alike as their values.
+Page = list[Mapping[str, object]] | StringRows
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+# A string value the layout takes as it is written: no escape, no control character
+# (which the scanner refuses), so its text is its value.
+# (A class of one excluded character is matched by a tight loop; escapes and control
+# characters are looked for afterwards, in all the values at once.)
+_PLAIN_VALUE = r'"([^"]*)"'
+# Every byte but a backslash and the control characters: deleting them leaves nothing
+# from the UTF-8 of plain values.
+_PLAIN_BYTES = bytes(byte for byte in range(0x20, 0x100) if byte != ord("\\"))
+
+
+class _Layout:
+    """The text of one item with its values left open, and the separator after it: an
+    item written alike (same names in the same order, same blanks) matches it."""
+
+    def __init__(self, names: tuple[str, ...], pattern: str, fixed: int) -> None:
+        self.names = names
+        self.pattern = re.compile(pattern)
+        self.fixed = fixed  # characters of an item and its separator but its values
+
+    @classmethod
+    def of(cls, raw: str, item: Mapping[str, object], separator: str) -> _Layout | None:
+        """The layout of `raw`, the text of `item`, if it has two or more attributes,
+        each a DynamoDB string, and names written without escapes."""
+        strings = list(_JSON_STRING.finditer(raw))
+        if len(item) < 2 or len(strings) != 3 * len(item) or any(
+                type(value) is not dict or len(value) != 1 or type(value.get("S")) is not str
+                for value in item.values()):
+            return None
+        pattern, fixed, at = [], len(raw) + len(separator), 0
+        names = []
+        for index, string in enumerate(strings):
+            pattern.append(re.escape(raw[at:string.start()]))
+            if index % 3 == 2:
+                pattern.append(_PLAIN_VALUE)
+                fixed -= string.end() - string.start() - 2
+            elif "\\" in string.group():
+                return None
+            else:
+                pattern.append(re.escape(string.group()))
+                if index % 3 == 0:
+                    names.append(string.group()[1:-1])
+            at = string.end()
+        pattern.append(re.escape(raw[at:] + separator))
+        if tuple(names) != tuple(item) or [strings[i].group() for i in range(1, len(
+                strings), 3)] != ['"S"'] * len(item):
+            return None
+        return cls(tuple(names), "".join(pattern), fixed)
+
+    def rows(self, text: str, start: int, end: int) -> list[tuple[str, ...]]:
+        """The values of the items in text[start:end], each followed by the separator,
+        if all are laid out alike; else []. The matches cover the span (no text
+        between or around them) exactly when their lengths add up to it."""
+        rows: list[tuple[str, ...]] = self.pattern.findall(text, start, end)
+        values = "".join(itertools.chain.from_iterable(rows))
+        if len(rows) * self.fixed + len(values) != end - start \
+                or values.encode().translate(None, _PLAIN_BYTES):
+            return []
+        return rows
 
 
 def _clean_rest(stream: _Stream) -> bool:
@@ -224,7 +327,7 @@ def _clean_rest(stream: _Stream) -> bool:
     return not cursor.skip()
 
 
-def _read(path: Path, file: BinaryIO) -> Iterator[Mapping[str, object]]:
+def _read(path: Path, file: BinaryIO) -> Iterator[Page]:
     stream = _Stream(file)
     try:
         with file:
@@ -236,12 +339,14 @@ def _read(path: Path, file: BinaryIO) -> Iterator[Mapping[str, object]]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise ScanFormatError(f"scan file {str(path)!r} cannot be read: {error}") from None
-    yield from _named(path, itertools.islice(iter_items(text), stream.count, None))
+    for item in _named(path, itertools.islice(iter_items(text), stream.count, None)):
+        yield [item]
 
 
-def load_items(path: Path) -> Iterator[Mapping[str, object]]:
-    """The file's items, read as they are decoded; ScanFormatError with one readable
-    line for anything unusable (a file that is not UTF-8: when the read reaches it)."""
+def load_pages(path: Path) -> Iterator[Page]:
+    """The file's items in lists (or StringRows), read as they are decoded;
+    ScanFormatError with one readable line for anything unusable (a file that is not
+    UTF-8: when the read reaches it)."""
     try:
         file = path.open("rb")
     except FileNotFoundError:
@@ -249,6 +354,11 @@ def load_items(path: Path) -> Iterator[Mapping[str, object]]:
     except OSError as error:
         raise ScanFormatError(f"scan file {str(path)!r} cannot be read: {error}") from None
     return _read(path, file)
+
+
+def load_items(path: Path) -> Iterator[Mapping[str, object]]:
+    """The items of load_pages, one by one (chained in C: no Python step per item)."""
+    return itertools.chain.from_iterable(load_pages(path))
 
 
 def _named(path: Path, items: Iterator[Mapping[str, object]]) -> Iterator[Mapping[str, object]]:

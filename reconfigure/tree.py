@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -14,6 +16,7 @@ from reconfigure.rows import (
     MAX_USERNAME_LENGTH,
     Address,
     Skipped,
+    StringRows,
     _accounts,
     _subdomain_rule,
     _tld_rule,
@@ -82,6 +85,26 @@ class _Unusual(Exception):
     """A row TreeBuilder.add leaves to rows.validate."""
 
 
+# The attributes a StringRows page needs for TreeBuilder._add_strings, in its order.
+_COLUMNS = ("tld", "subdomain", "username", "user", "RequestTime")
+_HAS_COLUMNS = frozenset(_COLUMNS).issubset
+# ASCII but blanks and control characters, and the newline that joins usernames
+_GRAPHIC_OR_NEWLINE = bytes([*range(0x21, 0x7F), ord("\n")])
+
+
+def _plain_usernames(usernames: list[str]) -> bool:
+    """Whether every username passes its own checks, found for them all at once (C
+    loops over their joined text): 1 to 64 characters, ASCII graphic characters only
+    (no blank, no control character), no `#` first. False says nothing of any one."""
+    if not usernames or min(map(len, usernames)) == 0 \
+            or max(map(len, usernames)) > MAX_USERNAME_LENGTH:
+        return False
+    joined = "\n".join(usernames)
+    return joined.isascii() and joined.count("\n") == len(usernames) - 1 \
+        and joined[:1] != "#" and "\n#" not in joined \
+        and not joined.encode().translate(None, _GRAPHIC_OR_NEWLINE)
+
+
 @dataclass(slots=True)
 class TreeBuilder:
     """Validates rows page by page into a tree, so no raw page outlives its turn.
@@ -108,6 +131,8 @@ class TreeBuilder:
         if self._for_tree is not self.tree:  # the tree was replaced: forget its dicts
             self._domains.clear()
             self._for_tree = self.tree
+        if type(items) is StringRows and _HAS_COLUMNS(items.names):
+            return self._add_strings(items)
         domains, targets, forbidden = self._domains, self._targets, _FORBIDDEN_IN_USERNAME.search
         skipped: list[Skipped] = []
         count = 0
@@ -135,8 +160,13 @@ class TreeBuilder:
                         domain = domains[tld][sub]
                     except KeyError:
                         domain = self._domain(tld, sub)
+                    # An ASCII name that str.isprintable accepts holds no control
+                    # character, and no blank but the space: the expression is asked
+                    # only about others (a regular expression call is the dearer test).
                     if domain is None or not 0 < len(username) <= MAX_USERNAME_LENGTH \
-                            or username[0] == "#" or forbidden(username):
+                            or username[0] == "#" or " " in username or not (
+                                (username.isascii() and username.isprintable())
+                                or not forbidden(username)):
                         raise _Unusual
                     try:
                         found = targets[1 if sub else 0][user]
@@ -169,6 +199,52 @@ class TreeBuilder:
                         _insert(self.tree, result)
         finally:
             self.rows += count
+        self.skipped.extend(skipped)
+        return skipped
+
+    def _add_strings(self, page: StringRows) -> list[Skipped]:
+        """`add` for items known to hold only DynamoDB strings, tld, subdomain, username,
+        user and RequestTime among them: the same checks but those of types."""
+        domains, targets = self._domains, self._targets
+        columns = operator.itemgetter(*map(page.names.index, _COLUMNS))
+        skipped: list[Skipped] = []
+        checked = _plain_usernames(list(map(operator.itemgetter(
+            page.names.index("username")), page.rows)))
+        for row in page.rows:
+            tld, sub, username, user, created = columns(row)
+            try:
+                try:
+                    domain = domains[tld][sub]
+                except KeyError:
+                    domain = self._domain(tld, sub)
+                if domain is None or (not checked and (
+                        not 0 < len(username) <= MAX_USERNAME_LENGTH
+                        or username[0] == "#" or " " in username or not (
+                            (username.isascii() and username.isprintable())
+                            or not _FORBIDDEN_IN_USERNAME.search(username)))):
+                    raise _Unusual
+                try:
+                    found = targets[1 if sub else 0][user]
+                except KeyError:
+                    found = self._target(user, bool(sub))
+                if found is None or len(username) * 4 + found.width > domain.budget:
+                    raise _Unusual
+                try:
+                    entry = found.entries[created]
+                except KeyError:
+                    entry = found.entries[created] = (found.target, found.accounts, created)
+                by_username = domain.users
+                if by_username is None:
+                    by_username = self._users_of(domain, tld, sub)
+                by_username[username] = entry
+            except _Unusual:
+                result = validate({name: {"S": value}
+                                   for name, value in zip(page.names, row, strict=True)})
+                if isinstance(result, Skipped):
+                    skipped.append(result)
+                else:
+                    _insert(self.tree, result)
+        self.rows += len(page.rows)
         self.skipped.extend(skipped)
         return skipped
 
@@ -230,16 +306,28 @@ def _has_no_case_variants(users: dict[str, Entry]) -> bool:
     return len(set("\n".join(users).lower().split("\n"))) == len(users)
 
 
+def _all_lower_case(domains: list[tuple[str, str, dict[str, Entry]]]) -> bool:
+    """Whether str.lower leaves every username as it is (then a domain's usernames,
+    distinct as dict keys, are distinct lowered: no case variants), checked in one pass
+    over them all. str.lower maps each character on its own but for a capital sigma,
+    which it changes either way."""
+    names = "\n".join(itertools.chain.from_iterable(users for _, _, users in domains))
+    return names.lower() == names
+
+
 def address_losers(tree: Tree) -> frozenset[AddressKey]:
     """The addresses that are case variants of an older address (makemap would see one
     key twice): the row created first keeps the key — its RequestTime, "" (none) being
     the oldest — and equal times go to the code-point-first `user@domain<TAB>target`."""
     groups: dict[str, list[tuple[str, str, dict[str, Entry]]]] = {}
-    for tld, sub, users in _domains(tree):
+    tree_domains = list(_domains(tree))
+    for tld, sub, users in tree_domains:
         # Domain names are ASCII (validated), so str.lower is makemap's lower-casing.
         groups.setdefault(f"{sub}.{tld}".lower() if sub else tld.lower(), []).append(
             (tld, sub, users))
     losers: set[AddressKey] = set()
+    if len(groups) == len(tree_domains) and _all_lower_case(tree_domains):
+        return frozenset()  # one domain a group, and no username changes when lowered
     for members in groups.values():
         if len(members) == 1 and _has_no_case_variants(members[0][2]):
             continue

@@ -10,13 +10,19 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from reconfigure.render import RenderOptions, render_tier
-from reconfigure.rows import MAX_MAP_LINE_BYTES, Skipped, longest_address_line, validate
+from reconfigure.rows import (
+    MAX_MAP_LINE_BYTES,
+    Skipped,
+    StringRows,
+    longest_address_line,
+    validate,
+)
 from reconfigure.tiers import IMAP_UNKNOWN, TIERS
-from reconfigure.tree import TreeBuilder
+from reconfigure.tree import Tree, TreeBuilder, address_losers
 from tests.support.items import RELAY, Item, render
 
 MAKEMAP = shutil.which("makemap") or "/usr/sbin/makemap"
@@ -260,3 +266,123 @@ def test_the_line_bound_is_the_longest_rendered_address_line(row: Item) -> None:
     bound = longest_address_line(address.username, len(domain),
                                  len("_".join(address.accounts)))
     assert longest == bound < MAX_MAP_LINE_BYTES
+
+
+CASED_USERNAMES = st.one_of(
+    st.sampled_from(["a", "A", "ab", "aB", "\u03a3", "\u03c3", "\u0130", "i\u0307", "k",
+                     "K", "\u212a"]),
+    st.lists(st.sampled_from(["a", "A", "\u00df", "\u03a3", "\u03c2", "\u0130", "i"]),
+             min_size=1, max_size=3).map("".join))
+
+
+@st.composite
+def cased_rows(draw: st.DrawFn) -> Item:
+    row: Item = {"tld": {"S": draw(st.sampled_from(["example.com", "example.com", "Example.com",
+                                                    "b.c"]))},
+                 "username": {"S": draw(CASED_USERNAMES)},
+                 "user": {"S": draw(st.sampled_from(["alice", "bob"]))},
+                 "RequestTime": {"S": draw(st.sampled_from(["", "1", "2"]))}}
+    sub = draw(st.sampled_from(["", "", "a", "A", "a.b"]))
+    if sub:
+        row["subdomain"] = {"S": sub}
+    return row
+
+
+def reference_losers(tree: Tree) -> frozenset[tuple[str, str, str]]:
+    """Every address but the first of each makemap key (lower-cased domain, ASCII
+    lower-cased username), ordered by (RequestTime, user@domain, target), ties by
+    the address's place in the tree."""
+    keys: dict[tuple[str, bytes], list[tuple[tuple[str, str, str], tuple[str, str, str]]]] = {}
+    for tld, node in tree.items():
+        domains = [("", node.addresses), *node.subdomains.items()]
+        for sub, users in domains:
+            domain = f"{sub}.{tld}" if sub else tld
+            for username, (value, _, created) in users.items():
+                keys.setdefault((domain.lower(), username.encode().lower()), []).append(
+                    ((created, f"{username}@{domain}", value), (tld, sub, username)))
+    losers: set[tuple[str, str, str]] = set()
+    for same in keys.values():
+        same.sort()
+        losers.update(key for _, key in same[1:])
+    return frozenset(losers)
+
+
+def cased(username: str, created: str, tld: str = "example.com") -> Item:
+    return {"tld": {"S": tld}, "username": {"S": username}, "user": {"S": "bob"},
+            "RequestTime": {"S": created}}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(cased_rows(), max_size=12))
+@example([cased("a", "2"), cased("A", "1")])
+@example([cased("\u03c3", "2"), cased("\u03a3", "1"), cased("x", "", "b.c")])
+@example([cased("a", "2"), cased("a", "1", "Example.com")])
+def test_case_variant_losers_match_the_reference(items: list[Item]) -> None:
+    """Usernames and domains that differ only in case (and characters whose lower case
+    is longer, or depends on context) lose their key to the oldest variant, whether or
+    not the tree's names are all lower case already."""
+    builder = TreeBuilder()
+    builder.add(items)
+    assert address_losers(builder.tree) == reference_losers(builder.tree)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(rows(), cased_rows()), max_size=20))
+@example([cased(name, "") for name in ("a b", "a\tb", "\u00e9\u00a0", "#a", "", "a" * 65,
+                                       "\u00e9", "a\x7f")])
+def test_the_builder_agrees_with_the_validator(items: list[Item]) -> None:
+    """The builder's inline checks make the tree and skips rows.validate gives."""
+    builder = TreeBuilder()
+    builder.add(items)
+    reference = TreeBuilder()
+    reference.add_validated(validate(item) for item in items)
+    assert builder.tree == reference.tree
+    assert builder.skipped == reference.skipped
+    assert builder.rows == reference.rows == len(items)
+
+
+STRING_ROWS = st.lists(st.tuples(
+    st.text(max_size=5), NAMES, st.one_of(st.just(""), NAMES), USERNAMES, USERS,
+    st.sampled_from(["", "2024-01-01T00:00:00", "2025"])), max_size=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(STRING_ROWS, st.permutations(["address", "tld", "subdomain", "username", "user",
+                                     "RequestTime"]))
+@example([("a", "example.com", "", name, "alice", "") for name in (
+    "a b", "a\tb", "\u00e9\u00a0", "#a", "", "a" * 65, "\u00e9", "a\x7f", "ok")],
+    ["address", "tld", "subdomain", "username", "user", "RequestTime"])
+def test_string_rows_build_the_tree_their_items_build(
+        rows: list[tuple[str, ...]], names: list[str]) -> None:
+    """Rows read as their values (StringRows, attributes in any order) make the tree,
+    skips and count that the same items as dicts make, and rows.validate gives."""
+    order = [["address", "tld", "subdomain", "username", "user", "RequestTime"].index(name)
+             for name in names]
+    page = StringRows(tuple(names), [tuple(row[i] for i in order) for row in rows])
+    builder = TreeBuilder()
+    builder.add(page)
+    as_dicts = TreeBuilder()
+    as_dicts.add(list(page))
+    reference = TreeBuilder()
+    reference.add_validated(validate(item) for item in page)
+    for other in (as_dicts, reference):
+        assert builder.tree == other.tree
+        assert builder.skipped == other.skipped
+        assert builder.rows == other.rows == len(rows)
+
+
+@pytest.mark.parametrize("username", ["a b", "a\nb", "#a", "a\tb", "", "a" * 65, "\u00e9",
+                                      "a\x7f", "a\x00", "a#", "a" * 64])
+def test_one_odd_username_among_plain_ones(username: str) -> None:
+    """A page whose usernames are all plain but one: that one is judged as the
+    validator judges it, the others are kept."""
+    names = ("address", "tld", "subdomain", "username", "user", "RequestTime")
+    rows: list[tuple[str, ...]] = [("x", "example.com", "s", "ok", "alice", ""),
+                                   ("y", "example.com", "s", username, "bob", ""),
+                                   ("z", "example.com", "", "fine", "carol", "")]
+    builder = TreeBuilder()
+    builder.add(StringRows(names, rows))
+    reference = TreeBuilder()
+    reference.add_validated(validate(item) for item in StringRows(names, rows))
+    assert builder.tree == reference.tree
+    assert builder.skipped == reference.skipped

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from reconfigure import render as render_module
 from reconfigure.tiers import IMAP_UNKNOWN, TIERS
 from tests.support.items import RELAY, item, render, text, worked_example
 
@@ -246,3 +249,44 @@ def test_class_files_and_dkim_tables_keep_case_duplicates() -> None:
     rows = [item("a", "example.com", "x", "Sub"), item("a", "example.com", "x", "sub")]
     assert text(rows, "smtp-out", "/etc/opendkim/SigningTable").count("\n") == 2
     assert text(rows, "smtp-out", "/etc/mail/masq-domains").count("\n") == 3
+
+
+MAP_TEXTS = st.lists(st.text(alphabet="aZ\u00df\u0130\t \n\x0b\x1c\u00a0\u2028\u00ad@:",
+                             max_size=8), max_size=6).map("".join)
+
+
+TAB_LINES = st.lists(
+    st.tuples(st.text(alphabet="aZ\u00df@:\u00ad \x0b\u00a0\u2028", max_size=4),
+              st.text(alphabet="aZ \t\u00a0", max_size=4)),
+    max_size=5).map(lambda pairs: "".join(f"{key}\t{value}\n" for key, value in pairs))
+
+
+@settings(max_examples=500, deadline=None)
+@given(MAP_TEXTS | TAB_LINES)
+def test_the_keys_of_a_text_are_those_of_its_lines(text: str) -> None:
+    """Whichever way a map's keys are found (string methods for key<TAB>value lines,
+    else a regular expression), they are map_keys of its lines, or None (line by line)."""
+    keys = render_module._text_keys(text)
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    assert keys is None or keys == render_module.map_keys(lines)
+    if text and text.endswith("\n") and all(
+            "\t" in line and line.split("\t", 1)[0].isprintable()
+            and " " not in line.split("\t", 1)[0] and line[:1] != "\t" and
+            line.count("\t") == 1 for line in lines):
+        assert render_module._tab_keys(text.lower() if text.isascii()
+                                       else text.encode().lower().decode()) == keys
+
+
+@settings(max_examples=300, deadline=None)
+@given(MAP_TEXTS | TAB_LINES, st.integers(1, 30))
+def test_the_string_method_keys_agree_with_the_expression(text: str, block: int) -> None:
+    """_tab_keys gives the keys the regular expression finds, or declines, however the
+    text is cut into blocks of lines."""
+    lowered = text.encode().lower().decode()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(render_module, "_BLOCK", block)
+        keys = render_module._tab_keys(lowered)
+    if keys is not None:
+        assert keys == render_module._KEY.findall(lowered)[:-1]

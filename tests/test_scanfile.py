@@ -8,11 +8,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from reconfigure import scanfile
-from reconfigure.rows import ScanFormatError
+from reconfigure.rows import ScanFormatError, StringRows
 from reconfigure.scanfile import _named, iter_items, load_items
 
 JSON = st.recursive(
@@ -122,3 +122,140 @@ def test_the_streamed_file_reads_as_the_whole_text(
         assert streamed[1] == expected[1]
     else:
         assert streamed == expected
+
+
+# Strings and nested values that hold what separates items (`}, {`, and across lines).
+TRICKY = st.text(alphabet='a}{, "\n\\é', max_size=6)
+SCAN_VALUE = st.one_of(
+    st.builds(lambda s: {"S": s}, TRICKY),
+    st.builds(lambda ss: {"L": [{"S": s} for s in ss]}, st.lists(TRICKY, max_size=3)),
+    JSON)
+SCAN_DOCUMENTS = st.builds(
+    lambda items, indent, tail: json.dumps({"Items": items, **tail}, indent=indent,
+                                           ensure_ascii=False),
+    st.lists(st.dictionaries(st.sampled_from(["tld", "user", "comment", "S"]), SCAN_VALUE,
+                             max_size=3) | JSON, max_size=30),
+    st.sampled_from([None, 0, 4]),
+    st.dictionaries(st.sampled_from(["Count", "ScannedCount"]), st.integers(), max_size=2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(SCAN_DOCUMENTS, st.integers(1, 300), st.sampled_from([5, 64, 1 << 20]),
+       st.integers(0, 2), st.integers(0, 2000), st.sampled_from([b",", b"}", b"]", b" {"]))
+def test_items_decoded_a_window_at_a_time_read_as_the_whole_text(
+        tmp_path_factory: pytest.TempPathFactory, text: str, window: int, chunk: int,
+        mode: int, cut: int, junk: bytes) -> None:
+    """Several items decoded by one call (windows of any size, separators inside strings
+    and nested values, items that are not objects, a byte inserted or the end cut off):
+    the same items and the same error as the whole-text reader."""
+    data = text.encode()
+    if mode == 1:
+        data = data[:cut] + junk + data[cut:]
+    elif mode == 2:
+        data = data[:cut]
+    path = tmp_path_factory.mktemp("scan") / "scan.json"
+    path.write_bytes(data)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(scanfile, "_CHUNK", chunk)
+        patch.setattr(scanfile, "_WINDOW", window)
+        streamed = outcome(load_items(path))
+    expected = whole_text(path)
+    if expected[1] is not None and "cannot be read" in expected[1]:
+        assert streamed[1] == expected[1]
+    else:
+        assert streamed == expected
+
+
+@pytest.mark.parametrize("indent", [None, 4])
+def test_a_clean_scan_is_decoded_many_items_a_call(tmp_path: Path, indent: int | None) -> None:
+    """The items of a scan as `aws dynamodb scan` writes it come a window at a time (one
+    decoder call for hundreds of items), not one call per item."""
+    items = [{"address": {"S": f"u{i}@s{i % 7}.example.com"}, "tld": {"S": "example.com"},
+              "subdomain": {"S": f"s{i % 7}"}, "username": {"S": f"u{i}"},
+              "user": {"S": "alice/bob" if i % 5 == 0 else "carol"}} for i in range(3000)]
+    path = tmp_path / "scan.json"
+    path.write_text(json.dumps({"Items": items, "Count": 3000}, indent=indent))
+    pages = list(scanfile.load_pages(path))
+    assert [item for page in pages for item in page] == items
+    assert len(pages) < 3000 // 50, [len(page) for page in pages]
+
+
+# Values with what a layout must not take as it is written (escapes, control characters),
+# names in one order or another, and now and then an attribute of another type.
+PLAIN_OR_NOT = st.text(alphabet='ab}{, é"\\\x01\u2028', max_size=5)
+LAID_OUT_ITEMS = st.lists(
+    st.builds(lambda values, order, odd: {
+        **{name: {"S": value} for name, value in sorted(
+            values.items(), key=lambda pair: order.index(pair[0]))},
+        **({"x": odd} if odd is not None else {})},
+        st.fixed_dictionaries({name: PLAIN_OR_NOT for name in ("tld", "username", "user")}),
+        st.sampled_from([["tld", "username", "user"]] * 4 + [["user", "tld", "username"]]),
+        st.one_of(st.none(), st.none(), st.none(), JSON)),
+    max_size=40)
+
+
+def laid_out(*values: str, order: tuple[str, ...] = ("tld", "username", "user")) -> (
+        dict[str, object]):
+    return {name: {"S": value} for name, value in zip(order, values, strict=True)}
+
+
+ALIKE = [laid_out("a", "b", "c")] * 6
+
+
+@settings(max_examples=300, deadline=None)
+@given(LAID_OUT_ITEMS, st.sampled_from([None, 2]), st.integers(1, 400),
+       st.sampled_from([7, 1 << 20]), st.integers(0, 2), st.integers(0, 3000))
+@example([*ALIKE, laid_out("c", "a", "b", order=("user", "tld", "username")), *ALIKE],
+         None, 200, 1 << 20, 0, 0)
+@example([*ALIKE, laid_out("a\x01", "b", "c"), *ALIKE], None, 200, 1 << 20, 0, 0)
+@example([*ALIKE, laid_out('a"\\', "b", "c"), *ALIKE], 2, 300, 1 << 20, 0, 0)
+@example([*ALIKE, {**laid_out("a", "b", "c"), "x": 1}, *ALIKE], None, 200, 1 << 20, 0, 0)
+def test_items_laid_out_alike_read_as_the_whole_text(
+        tmp_path_factory: pytest.TempPathFactory, items: list[dict[str, object]],
+        indent: int | None, window: int, chunk: int, mode: int, cut: int) -> None:
+    """Items read by their layout (values taken as written) are the items the whole-text
+    reader gives, with the same error, whatever the values, order and blanks."""
+    data = json.dumps({"Items": items, "Count": len(items)}, indent=indent,
+                      ensure_ascii=False).encode()
+    if mode == 1:
+        data = data[:cut] + b"," + data[cut:]
+    elif mode == 2:
+        data = data[:cut]
+    path = tmp_path_factory.mktemp("scan") / "scan.json"
+    path.write_bytes(data)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(scanfile, "_CHUNK", chunk)
+        patch.setattr(scanfile, "_WINDOW", window)
+        streamed = outcome(load_items(path))
+    expected = whole_text(path)
+    if expected[1] is not None and "cannot be read" in expected[1]:
+        assert streamed[1] == expected[1]  # not UTF-8: found where the stream reaches it
+    else:
+        assert streamed == expected
+
+
+def test_items_laid_out_alike_come_as_their_values(tmp_path: Path) -> None:
+    """A scan whose items are all DynamoDB strings in one layout comes as StringRows
+    (no dict made per attribute), and reads back as the same items."""
+    items = [{"tld": {"S": "example.com"}, "username": {"S": f"u{i}"},
+              "user": {"S": "alice"}} for i in range(2000)]
+    path = tmp_path / "scan.json"
+    path.write_text(json.dumps({"Items": items}, indent=4))
+    pages = list(scanfile.load_pages(path))
+    assert sum(isinstance(page, StringRows) for page in pages) > 1
+    assert [item for page in pages for item in page] == items
+
+
+@pytest.mark.parametrize("raw", ["\x01", "\t", "\x1f"])
+def test_a_raw_control_character_in_a_laid_out_value_is_the_readers_error(
+        tmp_path: Path, raw: str) -> None:
+    """JSON refuses a control character written as it is inside a string: so does the
+    layout, and the reader names it where the whole-text reader does."""
+    text = json.dumps({"Items": [*ALIKE, laid_out("a\x01", "b", "c"), *ALIKE]})
+    path = tmp_path / "scan.json"
+    path.write_text(text.replace("\\u0001", raw))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(scanfile, "_WINDOW", 200)
+        streamed = outcome(load_items(path))
+    assert streamed == whole_text(path)
+    assert streamed[1] is not None and "Invalid control character" in streamed[1]
