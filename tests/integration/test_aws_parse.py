@@ -43,12 +43,12 @@ def test_items_parse_exactly_as_botocore_does(world: AwsWorld) -> None:
 def test_short_path_takes_common_items_and_leaves_the_rest() -> None:
     """The short path itself: the common tags are handled; binary and malformed values
     are refused (botocore's own parse then runs)."""
-    assert aws._attribute({"M": {"k": {"L": [{"N": "1"}, {"BOOL": True}]}}}) == \
-        {"M": {"k": {"L": [{"N": "1"}, {"BOOL": True}]}}}
+    aws._check({"M": {"k": {"L": [{"N": "1"}, {"BOOL": True}, {"SS": ["a"]}]}}})
     for unusual in ({"B": "AAE="}, {"S": None}, {"S": "a", "N": "1"}, {"L": [None]},
-                    {"SS": ["a", None]}, {"NULL": "yes"}, "S"):
+                    {"SS": ["a", None]}, {"NULL": "yes"}, "S", {"M": {"k": {"B": "AA=="}}},
+                    {"L": [{"S": "a"}, {"X": "b"}]}):
         try:
-            aws._attribute(unusual)
+            aws._check(unusual)
         except aws._Unusual:
             continue
         raise AssertionError(f"short path took {unusual!r}")
