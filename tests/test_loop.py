@@ -4,6 +4,7 @@ each test runs in milliseconds whatever the intervals."""
 
 from __future__ import annotations
 
+import gc
 import threading
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -266,3 +267,15 @@ def test_messages_in_hand_stay_hidden_while_a_long_cycle_runs(tmp_path: Path) ->
     loop.run()
     assert triggers.extended[0] == [message(1)]
     assert [m.message_id for m in triggers.deleted] == ["m1"]
+
+
+def test_the_heap_left_by_the_startup_cycle_is_frozen_once(tmp_path: Path) -> None:
+    """Full collections set off by later cycles must not walk boto3's models again and
+    again (issue 12: an idle daemon's CPU): the loop freezes the heap after startup."""
+    loop, _, cycler, _ = daemon(tmp_path, interval=100, limit=150, url=None)
+    loop.run()
+    assert [r.trigger for r in cycler.runs][:2] == ["startup", "timer"]
+    frozen = gc.get_freeze_count()
+    assert frozen > 1000
+    daemon(tmp_path, interval=100, limit=150, url=None)[0].run()
+    assert gc.get_freeze_count() == frozen  # once per process, not once per loop
