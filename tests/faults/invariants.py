@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,19 +31,8 @@ def _db(path: Path) -> Path:
 
 
 def dump(db: Path, cf: Path) -> dict[str, str]:
-    """A map as makemap reads it back. makemap's safe-file check fails (exit 73) when the
-    `.db` is renamed over between its stat and its open: a running daemon's swap, which
-    the next read gets past; a map that stays unreadable fails after 2 s."""
-    def read() -> dict[str, str] | None:
-        try:
-            return dump_map(db, cf)
-        except subprocess.CalledProcessError as error:
-            if error.returncode != 73 or not db.exists():
-                raise
-            return None
-    found: dict[str, str] = wait_for(lambda: (lambda d: (d,) if d is not None else None)(
-        read()), timeout=2, what=f"{db} readable")[0]
-    return found
+    """A map as makemap reads it back (a swap under way is read past: see dump_map)."""
+    return dump_map(db, cf)
 
 
 @dataclass(frozen=True)

@@ -221,10 +221,18 @@ class FakeDaemon:
 
 
 def dump_map(db: Path, cf: Path) -> dict[str, str]:
-    """Read a compiled map back with the real makemap."""
-    out = subprocess.run(["makemap", "-u", "-C", str(cf), "hash", str(db)], check=True,
-                         capture_output=True, text=True).stdout
-    return dict(line.split("\t", 1) for line in out.splitlines() if line)
+    """Read a compiled map back with the real makemap. Its safe-file check fails (exit 73)
+    when a running daemon renames the `.db` over between makemap's stat and its open: the
+    next read gets past that; a map that stays unreadable fails after 2 s."""
+    deadline = time.monotonic() + 2
+    while True:
+        result = subprocess.run(["makemap", "-u", "-C", str(cf), "hash", str(db)],
+                                capture_output=True, text=True, check=False)
+        if result.returncode != 73 or not db.exists() or time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
+    result.check_returncode()
+    return dict(line.split("\t", 1) for line in result.stdout.splitlines() if line)
 
 
 def daemon_env(world: AwsWorld, root: Path, tier: str = "imap",
