@@ -61,6 +61,17 @@ TIER_FILES = HERE / "tiers"
 CF_M4 = "/usr/share/sendmail/cf/m4/cf.m4"
 
 CERT_DOMAIN = "cabal.example"
+
+
+def _under_tmp() -> list[Path]:
+    """The checkout and the venv running the box, where they lie under /tmp (outermost
+    only): the box's own /tmp would hide them."""
+    found: list[Path] = []
+    for path in sorted({REPO, Path(sys.prefix).absolute()}, key=lambda p: len(p.parts)):
+        if path.is_relative_to("/tmp") and not any(path.is_relative_to(f) for f in found):
+            found.append(path)
+    return found
+
 RELAY_HOST = "imap.cabal.internal"
 REGION = "us-east-1"
 MOTO_PORT = 5000  # the box's own loopback: no other process can hold it
@@ -218,7 +229,17 @@ class Box:
             run(["mount", "--bind", str(source), target])
         run(["mount", "--bind", str(hosts), "/etc/hosts"])
         # Last: /tmp is the machine's; nothing of WORKDIR is reached by path after this.
+        # The checkout and its venv may live under /tmp themselves (a CI clone): each is
+        # held by a descriptor across the tmpfs and bound back at its own path.
+        held = [(os.open(path, os.O_RDONLY | os.O_DIRECTORY), path) for path in _under_tmp()]
         run(["mount", "-t", "tmpfs", "-o", "mode=1777,size=64m", "tmpfs", "/tmp"])
+        for descriptor, path in held:
+            path.mkdir(parents=True, exist_ok=True)
+            # --no-canonicalize: resolved as a name, the descriptor would point at the new
+            # (empty) directory of the same path
+            run(["mount", "--no-canonicalize", "--bind", f"/proc/{os.getpid()}/fd/{descriptor}",
+                 str(path)])
+            os.close(descriptor)
         socket.sethostname(f"{self.tier}.{CERT_DOMAIN}")
         run(["ip", "link", "set", "lo", "up"])
         fqdn = socket.getfqdn()
