@@ -222,7 +222,6 @@ class Cycler:
     def status_path(self) -> Path:
         return self.settings.path(self.settings.status_file)
 
-
     def _report(self, report: CycleReport, handle: HeartbeatCycle | None,
                 addresses: int | None) -> None:
         logger, fields = log.get(), log_fields(report)
