@@ -124,7 +124,7 @@ class TreeBuilder:
         default_factory=lambda: ({}, {}), init=False, repr=False, compare=False)
     _for_tree: Tree | None = field(default=None, init=False, repr=False, compare=False)
 
-    def add(self, items: Iterable[Mapping[str, object]]) -> list[Skipped]:  # noqa: PLR0912, PLR0915
+    def add(self, items: Iterable[Mapping[str, object]]) -> list[Skipped]:  # noqa: PLR0912
         """Adds a page of scan items; returns the rows of that page that were skipped.
 
         One flat loop: this runs once per row of the table, each cycle."""
@@ -133,7 +133,6 @@ class TreeBuilder:
             self._for_tree = self.tree
         if type(items) is StringRows and _HAS_COLUMNS(items.names):
             return self._add_strings(items)
-        domains, targets, forbidden = self._domains, self._targets, _FORBIDDEN_IN_USERNAME.search
         skipped: list[Skipped] = []
         count = 0
         try:
@@ -156,40 +155,14 @@ class TreeBuilder:
                             raise _Unusual
                     else:
                         sub = ""
-                    try:
-                        domain = domains[tld][sub]
-                    except KeyError:
-                        domain = self._domain(tld, sub)
-                    # An ASCII name that str.isprintable accepts holds no control
-                    # character, and no blank but the space: the expression is asked
-                    # only about others (a regular expression call is the dearer test).
-                    if domain is None or not 0 < len(username) <= MAX_USERNAME_LENGTH \
-                            or username[0] == "#" or " " in username or not (
-                                (username.isascii() and username.isprintable())
-                                or not forbidden(username)):
-                        raise _Unusual
-                    try:
-                        found = targets[1 if sub else 0][user]
-                    except KeyError:
-                        found = self._target(user, bool(sub))
-                    # The first bound of rows._address_line_rule (a target is as long as
-                    # its `user`); a row near it goes the slow way.
-                    if found is None or len(username) * 4 + found.width > domain.budget:
-                        raise _Unusual
                     r = item.get("RequestTime")
                     created = ""
                     if type(r) is dict and len(r) == 1 and "S" in r:
                         value = r["S"]
                         if type(value) is str:
                             created = value
-                    try:
-                        entry = found.entries[created]
-                    except KeyError:
-                        entry = found.entries[created] = (found.target, found.accounts, created)
-                    by_username = domain.users
-                    if by_username is None:
-                        by_username = self._users_of(domain, tld, sub)
-                    by_username[username] = entry
+                    if not self._take(tld, sub, username, user, created, checked=False):
+                        raise _Unusual
                 except (KeyError, _Unusual):
                     # Anything unusual: the reference validator decides.
                     result = validate(item)
@@ -205,39 +178,13 @@ class TreeBuilder:
     def _add_strings(self, page: StringRows) -> list[Skipped]:
         """`add` for items known to hold only DynamoDB strings, tld, subdomain, username,
         user and RequestTime among them: the same checks but those of types."""
-        domains, targets = self._domains, self._targets
         columns = operator.itemgetter(*map(page.names.index, _COLUMNS))
         skipped: list[Skipped] = []
         checked = _plain_usernames(list(map(operator.itemgetter(
             page.names.index("username")), page.rows)))
         for row in page.rows:
             tld, sub, username, user, created = columns(row)
-            try:
-                try:
-                    domain = domains[tld][sub]
-                except KeyError:
-                    domain = self._domain(tld, sub)
-                if domain is None or (not checked and (
-                        not 0 < len(username) <= MAX_USERNAME_LENGTH
-                        or username[0] == "#" or " " in username or not (
-                            (username.isascii() and username.isprintable())
-                            or not _FORBIDDEN_IN_USERNAME.search(username)))):
-                    raise _Unusual
-                try:
-                    found = targets[1 if sub else 0][user]
-                except KeyError:
-                    found = self._target(user, bool(sub))
-                if found is None or len(username) * 4 + found.width > domain.budget:
-                    raise _Unusual
-                try:
-                    entry = found.entries[created]
-                except KeyError:
-                    entry = found.entries[created] = (found.target, found.accounts, created)
-                by_username = domain.users
-                if by_username is None:
-                    by_username = self._users_of(domain, tld, sub)
-                by_username[username] = entry
-            except _Unusual:
+            if not self._take(tld, sub, username, user, created, checked=checked):
                 result = validate({name: {"S": value}
                                    for name, value in zip(page.names, row, strict=True)})
                 if isinstance(result, Skipped):
@@ -247,6 +194,41 @@ class TreeBuilder:
         self.rows += len(page.rows)
         self.skipped.extend(skipped)
         return skipped
+
+    def _take(self, tld: str, sub: str, username: str, user: str, created: str, *,
+              checked: bool) -> bool:
+        """Put one well-typed row in the tree if it passes every check on the fast path
+        (`checked`: its username already passed); False leaves it to `rows.validate`."""
+        try:
+            domain = self._domains[tld][sub]
+        except KeyError:
+            domain = self._domain(tld, sub)
+        # An ASCII name that str.isprintable accepts holds no control character, and no
+        # blank but the space: the expression is asked only about others (a regular
+        # expression call is the dearer test).
+        if domain is None or (not checked and (
+                not 0 < len(username) <= MAX_USERNAME_LENGTH
+                or username[0] == "#" or " " in username or not (
+                    (username.isascii() and username.isprintable())
+                    or not _FORBIDDEN_IN_USERNAME.search(username)))):
+            return False
+        try:
+            found = self._targets[1 if sub else 0][user]
+        except KeyError:
+            found = self._target(user, bool(sub))
+        # The first bound of rows._address_line_rule (a target is as long as its `user`);
+        # a row near it goes the slow way.
+        if found is None or len(username) * 4 + found.width > domain.budget:
+            return False
+        try:
+            entry = found.entries[created]
+        except KeyError:
+            entry = found.entries[created] = (found.target, found.accounts, created)
+        by_username = domain.users
+        if by_username is None:
+            by_username = self._users_of(domain, tld, sub)
+        by_username[username] = entry
+        return True
 
     def _domain(self, tld: str, sub: str) -> _Domain | None:
         """A domain seen for the first time: its verdict, remembered."""
