@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from reconfigure import files, status
 from reconfigure.reload import (
@@ -134,16 +135,26 @@ def test_without_access_to_exe_argv0_names_the_process(root: Path, tmp_path: Pat
     titled = spawn(["sendmail: MTA: accepting connections", "-c", "import time; "
                     "time.sleep(60)"], executable=Path(sys.executable))
     tail = spawn(["tail", "-f", str(root / "sendmail.log")])
+    # The checkout (and its venv) may sit in a directory only root may enter (a CI clone
+    # under `mktemp -d`): the unprivileged probe runs the base interpreter on copies, that
+    # every user may read, of the package and of the one library it imports (structlog).
+    readable = Path(tempfile.mkdtemp(prefix="reconfigure-probe-"))
     try:
+        readable.chmod(0o755)
+        for package in (Path(__file__).parents[1] / "reconfigure",
+                        Path(structlog.__file__).parent):
+            shutil.copytree(package, readable / package.name, symlinks=True)
         code = ("import sys; sys.path.insert(0, sys.argv[1]); "
                 "from reconfigure.reload import executable_name as n; "
                 "print(n(int(sys.argv[2])), n(int(sys.argv[3])))")
         out = subprocess.run(
             ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-             sys.executable, "-c", code, str(Path(__file__).parents[1]), str(titled.pid),
-             str(tail.pid)], capture_output=True, text=True, check=True, cwd="/").stdout
+             getattr(sys, "_base_executable", sys.executable), "-I", "-c", code,
+             str(readable), str(titled.pid), str(tail.pid)],
+            capture_output=True, text=True, check=True, cwd="/").stdout
         assert out.split() == ["sendmail", "tail"]
     finally:
+        shutil.rmtree(readable, ignore_errors=True)
         for process in (titled, tail):
             process.kill()
             process.wait()
