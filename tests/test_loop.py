@@ -277,5 +277,9 @@ def test_the_heap_left_by_the_startup_cycle_is_frozen_once(tmp_path: Path) -> No
     assert [r.trigger for r in cycler.runs][:2] == ["startup", "timer"]
     frozen = gc.get_freeze_count()
     assert frozen > 1000
-    daemon(tmp_path, interval=100, limit=150, url=None)[0].run()
-    assert gc.get_freeze_count() == frozen  # once per process, not once per loop
+    second = daemon(tmp_path, interval=100, limit=150, url=None)
+    second[0].run()
+    # Once per process, not once per loop: a second freeze would add every object made
+    # since (`second` keeps its own alive here); frozen objects that refcounting frees
+    # leave the count, so it may only shrink.
+    assert gc.get_freeze_count() <= frozen
