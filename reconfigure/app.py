@@ -161,7 +161,8 @@ def _triggers(settings: Settings, cycler: Cycler,
         return queues.SharedQueue(settings.sqs_queue_url, cycler.aws.sqs,
                                   BoundedCall(cycler.aws, queues.UPKEEP_DEADLINE),
                                   BoundedCall(cycler.aws, queues.RECEIVE_DEADLINE),
-                                  visibility=settings.visibility_timeout)
+                                  visibility=settings.visibility_timeout,
+                                  receiver=cycler.aws.sqs_receiver)
     if settings.sqs_queue_url:
         logger.warning("SQS_QUEUE_URL and RECONFIGURE_SNS_TOPIC_ARN both set: "
                        "using a private queue")
@@ -179,4 +180,5 @@ def _triggers(settings: Settings, cycler: Cycler,
 
     return queues.PrivateTriggers(private, on_setup_failed=setup_failed,
                                   receive_call=BoundedCall(aws, queues.RECEIVE_DEADLINE),
-                                  visibility=settings.visibility_timeout)
+                                  visibility=settings.visibility_timeout,
+                                  receiver=aws.sqs_receiver)

@@ -21,6 +21,7 @@ import botocore.session
 import tenacity
 
 from reconfigure import log
+from reconfigure.longpoll import LongPoll
 from reconfigure.settings import Settings
 
 T = TypeVar("T")
@@ -171,9 +172,10 @@ class _ParserFactory(botocore.parsers.ResponseParserFactory):
         return super().create_parser(protocol_name)
 
 
-def session(region: str | None) -> boto3.session.Session:
+def session(region: str | None,
+            core: botocore.session.Session | None = None) -> boto3.session.Session:
     """A boto3 session whose clients parse DynamoDB items on the short path."""
-    core = botocore.session.get_session()
+    core = core or botocore.session.get_session()
     core.register_component("response_parser_factory", _ParserFactory())
     return boto3.session.Session(region_name=region, botocore_session=core)
 
@@ -183,9 +185,11 @@ class Aws:
 
     def __init__(self, *, dynamodb: Any, sqs: Any = None, cognito: Any = None,
                  sns: Any = None, table: str, stop: threading.Event | None = None,
-                 max_backoff: float = 60.0) -> None:
+                 max_backoff: float = 60.0, sqs_receiver: Any = None) -> None:
         self.dynamodb = dynamodb
         self.sqs = sqs
+        # What receives: the long poll's short path where it stands in for the client.
+        self.sqs_receiver = sqs_receiver or sqs
         self.cognito = cognito
         self.sns = sns
         self.table = table
@@ -208,10 +212,12 @@ class Aws:
         # A stuck request holds a scan page or a user page: give up on the socket well before
         # the read deadline. SQS keeps 30 s, above its 20 s long poll.
         short = config.merge(botocore.config.Config(read_timeout=10))
-        clients = session(settings.aws_region)
+        core = botocore.session.get_session()
+        clients = session(settings.aws_region, core)
+        sqs = clients.client("sqs", config=config)
         return cls(
             dynamodb=clients.client("dynamodb", config=short),
-            sqs=clients.client("sqs", config=config),
+            sqs=sqs, sqs_receiver=LongPoll.for_client(sqs, core),
             cognito=clients.client("cognito-idp", config=short),
             sns=clients.client("sns", config=short),
             table=settings.address_table, stop=stop,

@@ -52,7 +52,8 @@ class Message:
 def receive(sqs: Any, call: Call, queue_url: str, wait_seconds: int = 20,
             visibility: int = VISIBILITY_SECONDS) -> list[Message]:
     """One receive. The visibility timeout is asked for explicitly, so the loop knows how
-    long a message stays hidden and can extend it while a long cycle runs."""
+    long a message stays hidden and can extend it while a long cycle runs. `sqs`: what
+    has `receive_message`, the client or the long poll's short path (`longpoll`)."""
     response = call("sqs.receive_message", lambda: sqs.receive_message(
         QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_seconds,
         VisibilityTimeout=visibility))
@@ -303,8 +304,9 @@ class _Queue:
 
     def __init__(self, sqs: Any, call: Call, clock: Callable[[], float] = time.monotonic,
                  receive_call: Call | None = None,
-                 visibility: int = VISIBILITY_SECONDS) -> None:
+                 visibility: int = VISIBILITY_SECONDS, *, receiver: Any = None) -> None:
         self.sqs = sqs
+        self.receiver = receiver or sqs  # what receives (Aws.sqs_receiver)
         self.visibility = visibility  # asked for on each receive, renewed while in hand
         self.call = call  # bounded per call (BoundedCall): nothing retries for ever here
         # Receives give up sooner: the loop backs off and counts how long they have failed.
@@ -316,7 +318,7 @@ class _Queue:
         self._deletes = 0
 
     def receive(self, url: str, wait: int) -> list[Message]:
-        return receive(self.sqs, self.receive_call, url, wait, self.visibility)
+        return receive(self.receiver, self.receive_call, url, wait, self.visibility)
 
     def delete(self, url: str, messages: list[Message]) -> None:
         """Queued on the worker: a delete that retries never holds up the loop."""
@@ -371,9 +373,9 @@ class SharedQueue(_Queue):
 
     def __init__(self, url: str | None, sqs: Any = None, call: Call | None = None,
                  receive_call: Call | None = None,
-                 visibility: int = VISIBILITY_SECONDS) -> None:
+                 visibility: int = VISIBILITY_SECONDS, *, receiver: Any = None) -> None:
         super().__init__(sqs, call or _no_call, receive_call=receive_call,
-                         visibility=visibility)
+                         visibility=visibility, receiver=receiver)
         self.url = url
 
     def ready(self) -> bool:
@@ -407,8 +409,9 @@ class PrivateTriggers(_Queue):
     def __init__(self, queue: PrivateQueue, *, clock: Callable[[], float] = time.monotonic,
                  on_setup_failed: Callable[[str], None] = lambda error: None,
                  receive_call: Call | None = None,
-                 visibility: int = VISIBILITY_SECONDS) -> None:
-        super().__init__(queue.sqs, queue.call, clock, receive_call, visibility)
+                 visibility: int = VISIBILITY_SECONDS, receiver: Any = None) -> None:
+        super().__init__(queue.sqs, queue.call, clock, receive_call, visibility,
+                         receiver=receiver)
         self.queue = queue
         self.on_setup_failed = on_setup_failed
         self._lock = threading.Lock()

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "reconfigure"
 LAYERS: list[set[str]] = [
     # foundations: no project imports beyond each other's lower layers
     {"__init__", "tiers", "files", "commands", "log", "report", "health",
-     "users.__init__", "users.accounts", "users.homes"},
+     "users.__init__", "users.accounts", "users.homes", "longpoll"},
     {"settings", "rows", "metrics", "guard"},
     {"aws", "tree", "scanfile", "users.plan", "status"},
     # the edges and the pure renderer

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
-from reconfigure.loop import LONG_POLL_SECONDS, Daemon
+from reconfigure.loop import LONG_POLL_SECONDS, Daemon, KeptThreads
 from reconfigure.queues import Message
 from reconfigure.report import CycleReport
 
@@ -283,3 +284,40 @@ def test_the_heap_left_by_the_startup_cycle_is_frozen_once(tmp_path: Path) -> No
     # since (`second` keeps its own alive here); frozen objects that refcounting frees
     # leave the count, so it may only shrink.
     assert gc.get_freeze_count() <= frozen
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_poll_thread_whose_target_returned_takes_the_next_one() -> None:
+    """Polls run on a kept thread, not a new one each: but never on one that is busy,
+    nor on one whose target raised (that thread is gone)."""
+    threads = KeptThreads()
+    seen: list[int] = []
+    done = [threading.Event() for _ in range(4)]
+    release = threading.Event()
+
+    def record(index: int, *, block: bool = False, fail: bool = False) -> None:
+        seen.append(threading.get_ident())
+        done[index].set()
+        if block:
+            release.wait(10)
+        if fail:
+            raise RuntimeError("a target that raised")
+
+    def until_idle(count: int) -> None:
+        deadline = time.monotonic() + 10
+        while len(threads.idle) < count:
+            assert time.monotonic() < deadline, "no kept thread came back"
+            time.sleep(0.01)
+
+    threads.spawn(lambda: record(0), "poll")
+    until_idle(1)
+    threads.spawn(lambda: record(1, block=True), "poll")
+    assert done[1].wait(10)
+    threads.spawn(lambda: record(2, fail=True), "poll")  # the kept one is busy: a new one
+    assert done[2].wait(10)
+    release.set()
+    until_idle(1)
+    threads.spawn(lambda: record(3), "poll")
+    assert done[3].wait(10)
+    assert seen[0] == seen[1] == seen[3] and seen[2] != seen[1]
+    assert len(threads.idle) <= 1  # the thread that raised never came back

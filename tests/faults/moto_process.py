@@ -32,6 +32,7 @@ def _listening(port: int) -> bool:
 class MotoProcess:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] | None = None  # moto's settings (None: this process's environment)
 
     @property
     def url(self) -> str:
@@ -41,7 +42,8 @@ class MotoProcess:
         """A fresh moto (moto keeps no state across a restart) on the same port."""
         server = Path(sys.executable).with_name("moto_server")
         self.process = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(self.port)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                        env=self.env, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
         wait_for(lambda: _listening(self.port), timeout=30, what="moto_server listening")
         return self
 

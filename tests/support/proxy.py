@@ -27,6 +27,7 @@ class Proxy:
         self.counts: Counter[str] = Counter()  # by action
         self.services: Counter[str] = Counter()  # by service (X-Amz-Target prefix, or "query")
         self.receive_waits: list[int] = []  # WaitTimeSeconds of each ReceiveMessage, in order
+        self.connections = 0  # TCP connections accepted (it keeps them alive, as AWS does)
         self._failing: set[str] = set()
         self._lock = threading.Lock()
 
@@ -90,6 +91,11 @@ def counting_proxy(upstream: str) -> Iterator[Proxy]:
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            with proxy._lock:
+                proxy.connections += 1
 
         def _forward(self) -> None:
             length = int(self.headers.get("Content-Length", 0) or 0)
