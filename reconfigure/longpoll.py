@@ -91,7 +91,7 @@ class LongPoll:
             if connection is not None:
                 connection.close()
             raise self._network_error(error, connected=connection is not None) from error
-        self._release(connection, answer_headers)
+        self._release(connection)
         return _result(status, answer_headers, data)
 
     def close(self) -> None:
@@ -142,9 +142,11 @@ class LongPoll:
         connection.sock.settimeout(READ_TIMEOUT)
         return connection
 
-    def _release(self, connection: http.client.HTTPConnection,
-                 headers: http.client.HTTPMessage) -> None:
-        if (headers.get("Connection") or "").lower() == "close":
+    def _release(self, connection: http.client.HTTPConnection) -> None:
+        """Keep a connection the answer left open. One http.client closed after the answer
+        (HTTP/1.0, or `Connection: close`) is dropped: reopened by itself it would wait
+        only the connect timeout for the next 20 s poll."""
+        if connection.sock is None:
             connection.close()
             return
         with self._lock:

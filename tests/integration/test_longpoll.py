@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -101,6 +102,17 @@ def test_connections_are_kept_alive_between_polls(world: AwsWorld) -> None:
         assert proxy.count("ReceiveMessage") == 5
         assert proxy.connections == 1
         poll.close()
+
+
+def test_after_an_answer_that_closes_the_next_poll_waits_its_full_time(
+        world: AwsWorld) -> None:
+    """moto answers `Connection: close`: that connection is not kept (http.client would
+    reopen it with the 5 s connect timeout as its read timeout, cutting a long poll)."""
+    poll, _ = short_path(world.endpoint)
+    poll.receive_message(QueueUrl=world.queue_url, **RECEIVE)
+    started = time.monotonic()
+    answer = poll.receive_message(QueueUrl=world.queue_url, **{**RECEIVE, "WaitTimeSeconds": 7})
+    assert "Messages" not in answer and time.monotonic() - started >= 6.5
 
 
 @pytest.fixture
