@@ -371,6 +371,39 @@ def test_string_rows_build_the_tree_their_items_build(
         assert builder.rows == other.rows == len(rows)
 
 
+# Pages drawn from a few values, so addresses repeat (a later row overwrites) and most
+# rows take TreeBuilder's inline path; now and then a bad value, or a row past the line
+# limit (a long subdomain with a `user` of many accounts).
+def _mostly(good: list[str], *odd: str) -> st.SearchStrategy[str]:
+    return st.sampled_from(good * 6 + list(odd))
+
+
+NINETY_ACCOUNTS = "/".join(f"account{i:03d}" for i in range(90))
+PAGE_ROWS = st.lists(st.tuples(
+    _mostly(["example.com", "acme.example", "Example.COM"], "bad domain"),
+    _mostly(["mail", "shop", "a.b"], "x" * 200, ""),
+    _mostly(["alice", "Alice", "bob", "info"], "a" * 64, "a b"),
+    _mostly(["alice", "alice/bob", "carol"], "bad user", NINETY_ACCOUNTS),
+    st.sampled_from(["", "2024-01-01T00:00:00", "2025"])), min_size=1, max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(PAGE_ROWS, min_size=1, max_size=4))
+def test_pages_in_turn_build_the_tree_their_items_build(
+        pages: list[list[tuple[str, ...]]]) -> None:
+    """Page after page into one builder (verdicts remembered across pages) gives the
+    tree, skips and count of rows.validate."""
+    names = ("tld", "subdomain", "username", "user", "RequestTime")
+    builder = TreeBuilder()
+    reference = TreeBuilder()
+    for rows in pages:
+        builder.add(StringRows(names, list(rows)))
+        reference.add_validated(validate(item) for item in StringRows(names, list(rows)))
+    assert builder.tree == reference.tree
+    assert builder.skipped == reference.skipped
+    assert builder.rows == reference.rows
+
+
 @pytest.mark.parametrize("username", ["a b", "a\nb", "#a", "a\tb", "", "a" * 65, "\u00e9",
                                       "a\x7f", "a\x00", "a#", "a" * 64])
 def test_one_odd_username_among_plain_ones(username: str) -> None:
