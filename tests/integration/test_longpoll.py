@@ -4,12 +4,16 @@ answers and the same exceptions, over connections it keeps alive."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -156,6 +160,61 @@ def test_a_connection_the_server_dropped_is_replaced(
     for _ in range(3):
         assert "Messages" not in poll.receive_message(QueueUrl="http://q/1/q", **RECEIVE)
     assert len(accepted) == 3  # each poll after the first found its connection dropped
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """An HTTPS server on loopback with a self-signed certificate for 127.0.0.1 (made by
+    the real openssl) answering every request with an empty receive; (URL, its cert)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-amz-json-1.0")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}", cert
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_over_tls_the_server_is_checked_against_botocores_ca_bundle(
+        tls_server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in production (https): AWS_CA_BUNDLE trusts the test's certificate, as it
+    would for the client; without it the server is refused, transiently, as botocore
+    refuses it."""
+    url, cert = tls_server
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(cert))
+    trusting, client = short_path(url)
+    assert client.receive_message(QueueUrl="http://q/1/q", **RECEIVE)  # the client agrees
+    assert "Messages" not in trusting.receive_message(QueueUrl="http://q/1/q", **RECEIVE)
+    monkeypatch.delenv("AWS_CA_BUNDLE")
+    strict, _ = short_path(url)
+    refused = raised(strict.receive_message, QueueUrl="http://q/1/q")
+    assert isinstance(refused.__cause__, ssl.SSLCertVerificationError)
+    assert is_transient(refused)
 
 
 def test_a_proxy_leaves_the_receive_to_botocore(monkeypatch: pytest.MonkeyPatch) -> None:
