@@ -27,8 +27,8 @@ import botocore.httpsession
 import botocore.session
 import botocore.utils
 
-CONNECT_TIMEOUT = 5.0
-READ_TIMEOUT = 30.0  # above the 20 s long poll, as the client's own read timeout
+CONNECT_TIMEOUT = 5.0  # the defaults; for_client takes the client's own
+READ_TIMEOUT = 30.0  # above the 20 s long poll
 _TARGET = "AmazonSQS.ReceiveMessage"
 # What a kept-alive connection the server has since closed raises on reuse: send again
 # once on a new connection (as urllib3 does); anything else is the answer.
@@ -40,7 +40,8 @@ class LongPoll:
     "Messages" (when there are any) hold MessageId and ReceiptHandle."""
 
     def __init__(self, endpoint_url: str, region: str, credentials: Any,
-                 ca_bundle: str | None = None) -> None:
+                 ca_bundle: str | None = None, *, connect_timeout: float = CONNECT_TIMEOUT,
+                 read_timeout: float = READ_TIMEOUT) -> None:
         parts = urlsplit(endpoint_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) endpoint: {endpoint_url}")
@@ -54,6 +55,7 @@ class LongPoll:
                 cafile=ca_bundle or botocore.httpsession.get_cert_path(True))
         self._region = region
         self._credentials = credentials
+        self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
         self._idle: list[http.client.HTTPConnection] = []  # kept alive between polls
         self._lock = threading.Lock()
 
@@ -69,8 +71,10 @@ class LongPoll:
         credentials = core.get_credentials()
         if credentials is None:
             return None
-        ca_bundle = core.get_config_variable("ca_bundle")
-        return cls(endpoint, client.meta.region_name, credentials, ca_bundle)
+        config = client.meta.config
+        return cls(endpoint, client.meta.region_name, credentials,
+                   core.get_config_variable("ca_bundle"),
+                   connect_timeout=config.connect_timeout, read_timeout=config.read_timeout)
 
     def receive_message(self, **params: Any) -> dict[str, Any]:
         body = json.dumps(params).encode()
@@ -133,13 +137,14 @@ class LongPoll:
         connection: http.client.HTTPConnection
         if self._tls is not None:
             connection = http.client.HTTPSConnection(self._host, self._port,
-                                                     timeout=CONNECT_TIMEOUT, context=self._tls)
+                                                     timeout=self._connect_timeout,
+                                                     context=self._tls)
         else:
             connection = http.client.HTTPConnection(self._host, self._port,
-                                                    timeout=CONNECT_TIMEOUT)
+                                                    timeout=self._connect_timeout)
         connection.connect()
         assert connection.sock is not None  # connect() made it
-        connection.sock.settimeout(READ_TIMEOUT)
+        connection.sock.settimeout(self._read_timeout)
         return connection
 
     def _release(self, connection: http.client.HTTPConnection) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.config
 import botocore.exceptions
 import botocore.session
 import pytest
@@ -30,6 +31,7 @@ from tests.support.proxy import counting_proxy
 from tests.support.world import REGION, AwsWorld
 
 RECEIVE = {"MaxNumberOfMessages": 10, "WaitTimeSeconds": 0, "VisibilityTimeout": 30}
+DAEMON_TIMEOUTS = botocore.config.Config(connect_timeout=5, read_timeout=30)  # Aws's own
 
 
 def short_path(endpoint: str, key: str = "testing", secret: str = "testing",
@@ -38,7 +40,7 @@ def short_path(endpoint: str, key: str = "testing", secret: str = "testing",
     core = botocore.session.get_session()
     core.set_credentials(key, secret, token)
     client = boto3.session.Session(region_name=REGION, botocore_session=core).client(
-        "sqs", endpoint_url=endpoint)
+        "sqs", endpoint_url=endpoint, config=DAEMON_TIMEOUTS)
     poll = LongPoll.for_client(client, core)
     assert poll is not None
     return poll, client
