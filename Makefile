@@ -5,9 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TIER   ?= imap
 # Debian packages the tests drive for real: makemap/newaliases, the m4 configs, useradd,
-# unshare, opendkim with miltertest (the tier in a box) and promtool (the alerting rules).
+# unshare, opendkim with miltertest (the tier in a box), promtool (the alerting rules) and
+# openssl (a certificate for the long poll's TLS test).
 DEBS   := sendmail-bin sendmail-cf m4 passwd util-linux opendkim opendkim-tools miltertest \
-          prometheus
+          prometheus openssl
 
 export CERT_DOMAIN ?= cabal.example
 export IMAP_INTERNAL_HOST ?= imap.cabal.internal
@@ -32,7 +33,8 @@ render: $(STAMP)
 # starting a sendmail daemon that no test asked for.
 deps:
 	@if [ ! -x /usr/sbin/makemap ] || [ ! -x /usr/sbin/useradd ] || ! command -v unshare >/dev/null \
-	   || [ ! -x /usr/sbin/opendkim ] || [ ! -x /usr/bin/miltertest ] || [ ! -x /usr/bin/promtool ]; then \
+	   || [ ! -x /usr/sbin/opendkim ] || [ ! -x /usr/bin/miltertest ] || [ ! -x /usr/bin/promtool ] \
+	   || ! command -v openssl >/dev/null; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  POLICY=/usr/sbin/policy-rc.d; ADDED=; \
 	  if [ ! -e $$POLICY ]; then printf '#!/bin/sh\nexit 101\n' | $$SUDO tee $$POLICY >/dev/null; \
