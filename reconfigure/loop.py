@@ -72,17 +72,13 @@ def _wait(event: threading.Event, timeout: float) -> bool:
     return event.wait(timeout)
 
 
-_frozen = False
-
-
 def freeze_heap() -> None:
     """Once per process, after the startup cycle: what imports and that cycle left alive
     (boto3's models, ~90k objects) moves out of the collector's reach, so the full
     collections that a cycle's garbage sets off walk only what came after (at 1k rows
-    one took ~60 ms, more than the cycle itself). Refcounting still frees everything."""
-    global _frozen  # noqa: PLW0603 - one process, one frozen heap
-    if not _frozen:
-        _frozen = True
+    one took ~60 ms, more than the cycle itself). Refcounting still frees everything.
+    A heap already frozen (an earlier loop in this process) is left as it is."""
+    if not gc.get_freeze_count():
         gc.collect()
         gc.freeze()
 

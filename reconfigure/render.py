@@ -180,12 +180,7 @@ def _block_keys(lines: str) -> list[str] | None:
     keys, values = pieces[0:-1:2], pieces[1::2]
     if len(keys) != len(values):
         return None
-    count = len(keys)
-    layout = ["\t"] * (4 * count)
-    layout[0::4] = keys
-    layout[2::4] = values
-    layout[3::4] = ["\n"] * count
-    if "".join(layout) != lines:
+    if zip_lines(keys, values, "\t") != lines:
         return None
     names = "".join(keys)
     if "" in keys or (names.encode().translate(None, _GRAPHIC) if names.isascii()

@@ -77,9 +77,11 @@ class StringRows:
         return len(self.rows)
 
     def __iter__(self) -> Iterator[dict[str, dict[str, str]]]:
-        names = self.names
-        for row in self.rows:
-            yield {name: {"S": value} for name, value in zip(names, row, strict=True)}
+        return map(self.item, self.rows)
+
+    def item(self, row: tuple[str, ...]) -> dict[str, dict[str, str]]:
+        """One row as the scan item it was read from."""
+        return {name: {"S": value} for name, value in zip(self.names, row, strict=True)}
 
 
 # What the validator reads from a scan item: the DynamoDB scan projects only these.

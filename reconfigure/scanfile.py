@@ -192,13 +192,8 @@ def _streamed(stream: _Stream) -> Generator[Page, None, bool]:  # noqa: PLR0912,
                         continue
                     layout = None  # items not all alike: decoded by the scanner
                 if cut > at:
-                    chunk = "[" + text[at:cut + 1] + "]"
-                    try:
-                        items, end = scan(chunk, 0)
-                    except (StopIteration, ValueError):
-                        items, end = None, 0
-                    if end == len(chunk) and type(items) is list \
-                            and set(map(type, items)) == {dict}:
+                    items = _whole_items(text, at, cut + 1)
+                    if items is not None:
                         yield items
                         count += len(items)
                         at = cut + len(boundary) - 1
@@ -243,6 +238,19 @@ def _streamed(stream: _Stream) -> Generator[Page, None, bool]:  # noqa: PLR0912,
             return _clean_rest(stream)
     finally:
         stream.count = count
+
+
+def _whole_items(text: str, start: int, end: int) -> list[Mapping[str, object]] | None:
+    """The objects of text[start:end] decoded by one call, if that text is whole objects
+    separated by commas (a cut inside a string or a nested value leaves it unclosed)."""
+    chunk = "[" + text[start:end] + "]"
+    try:
+        items, stop = _SCAN(chunk, 0)
+    except (StopIteration, ValueError):
+        return None
+    if stop == len(chunk) and type(items) is list and set(map(type, items)) == {dict}:
+        return items
+    return None
 
 
 # What the reader yields: decoded items, or items laid out alike as their values.

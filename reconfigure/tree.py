@@ -185,8 +185,7 @@ class TreeBuilder:
         for row in page.rows:
             tld, sub, username, user, created = columns(row)
             if not self._take(tld, sub, username, user, created, checked=checked):
-                result = validate({name: {"S": value}
-                                   for name, value in zip(page.names, row, strict=True)})
+                result = validate(page.item(row))
                 if isinstance(result, Skipped):
                     skipped.append(result)
                 else:

@@ -139,6 +139,29 @@ SCAN_DOCUMENTS = st.builds(
     st.dictionaries(st.sampled_from(["Count", "ScannedCount"]), st.integers(), max_size=2))
 
 
+def mangled(data: bytes, mode: int, cut: int, junk: bytes) -> bytes:
+    """`data` as it is (mode 0), with `junk` inserted at `cut` (1), or cut off there (2)."""
+    if mode == 1:
+        return data[:cut] + junk + data[cut:]
+    if mode == 2:
+        return data[:cut]
+    return data
+
+
+def assert_streamed_as_whole_text(path: Path, *, chunk: int, window: int) -> None:
+    """Read in chunks of `chunk` bytes and windows of `window` characters, the file gives
+    the items and the error that the whole-text reader gives."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(scanfile, "_CHUNK", chunk)
+        patch.setattr(scanfile, "_WINDOW", window)
+        streamed = outcome(load_items(path))
+    expected = whole_text(path)
+    if expected[1] is not None and "cannot be read" in expected[1]:
+        assert streamed[1] == expected[1]  # not UTF-8: found where the stream reaches it
+    else:
+        assert streamed == expected
+
+
 @settings(max_examples=300, deadline=None)
 @given(SCAN_DOCUMENTS, st.integers(1, 300), st.sampled_from([5, 64, 1 << 20]),
        st.integers(0, 2), st.integers(0, 2000), st.sampled_from([b",", b"}", b"]", b" {"]))
@@ -148,22 +171,9 @@ def test_items_decoded_a_window_at_a_time_read_as_the_whole_text(
     """Several items decoded by one call (windows of any size, separators inside strings
     and nested values, items that are not objects, a byte inserted or the end cut off):
     the same items and the same error as the whole-text reader."""
-    data = text.encode()
-    if mode == 1:
-        data = data[:cut] + junk + data[cut:]
-    elif mode == 2:
-        data = data[:cut]
     path = tmp_path_factory.mktemp("scan") / "scan.json"
-    path.write_bytes(data)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(scanfile, "_CHUNK", chunk)
-        patch.setattr(scanfile, "_WINDOW", window)
-        streamed = outcome(load_items(path))
-    expected = whole_text(path)
-    if expected[1] is not None and "cannot be read" in expected[1]:
-        assert streamed[1] == expected[1]
-    else:
-        assert streamed == expected
+    path.write_bytes(mangled(text.encode(), mode, cut, junk))
+    assert_streamed_as_whole_text(path, chunk=chunk, window=window)
 
 
 @pytest.mark.parametrize("indent", [None, 4])
@@ -217,21 +227,9 @@ def test_items_laid_out_alike_read_as_the_whole_text(
     reader gives, with the same error, whatever the values, order and blanks."""
     data = json.dumps({"Items": items, "Count": len(items)}, indent=indent,
                       ensure_ascii=False).encode()
-    if mode == 1:
-        data = data[:cut] + b"," + data[cut:]
-    elif mode == 2:
-        data = data[:cut]
     path = tmp_path_factory.mktemp("scan") / "scan.json"
-    path.write_bytes(data)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(scanfile, "_CHUNK", chunk)
-        patch.setattr(scanfile, "_WINDOW", window)
-        streamed = outcome(load_items(path))
-    expected = whole_text(path)
-    if expected[1] is not None and "cannot be read" in expected[1]:
-        assert streamed[1] == expected[1]  # not UTF-8: found where the stream reaches it
-    else:
-        assert streamed == expected
+    path.write_bytes(mangled(data, mode, cut, b","))
+    assert_streamed_as_whole_text(path, chunk=chunk, window=window)
 
 
 def test_items_laid_out_alike_come_as_their_values(tmp_path: Path) -> None:

@@ -34,13 +34,20 @@ RECEIVE = {"MaxNumberOfMessages": 10, "WaitTimeSeconds": 0, "VisibilityTimeout":
 DAEMON_TIMEOUTS = botocore.config.Config(connect_timeout=5, read_timeout=30)  # Aws's own
 
 
-def short_path(endpoint: str, key: str = "testing", secret: str = "testing",
-               token: str | None = None) -> tuple[LongPoll, Any]:
-    """(LongPoll, the botocore SQS client it stands in for), both from one session."""
+def sqs_client(endpoint: str, key: str = "testing", secret: str = "testing",
+               token: str | None = None) -> tuple[Any, botocore.session.Session]:
+    """An SQS client with the daemon's timeouts, and the botocore session that made it."""
     core = botocore.session.get_session()
     core.set_credentials(key, secret, token)
     client = boto3.session.Session(region_name=REGION, botocore_session=core).client(
         "sqs", endpoint_url=endpoint, config=DAEMON_TIMEOUTS)
+    return client, core
+
+
+def short_path(endpoint: str, key: str = "testing", secret: str = "testing",
+               token: str | None = None) -> tuple[LongPoll, Any]:
+    """(LongPoll, the botocore SQS client it stands in for), both from one session."""
+    client, core = sqs_client(endpoint, key, secret, token)
     poll = LongPoll.for_client(client, core)
     assert poll is not None
     return poll, client
@@ -220,10 +227,7 @@ def test_over_tls_the_server_is_checked_against_botocores_ca_bundle(
 
 
 def test_a_proxy_leaves_the_receive_to_botocore(monkeypatch: pytest.MonkeyPatch) -> None:
-    core = botocore.session.get_session()
-    core.set_credentials("testing", "testing")
-    client = boto3.session.Session(region_name=REGION, botocore_session=core).client(
-        "sqs", endpoint_url="https://sqs.example.invalid")
+    client, core = sqs_client("https://sqs.example.invalid")
     assert LongPoll.for_client(client, core) is not None
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example.invalid:3128")
     assert LongPoll.for_client(client, core) is None
