@@ -5,7 +5,8 @@ of a cycle (tree + render, in one process with the garbage collector on, as `run
     .venv/bin/python bench/render.py [N ...]
     .venv/bin/python bench/render.py --against DIR [--runs K] [N ...]
 
-Each figure is the median of three runs (CPU is user + system of the child process).
+Each figure is the median of three runs (CPU is user + system of the child process), with
+the package's bytecode compiled first, as a wheel install has it.
 `--against DIR` compares with another checkout instead (DIR holds its `reconfigure`
 package, put first on PYTHONPATH): runs of the two alternate, K of each (default 11),
 medians, and the outputs must be byte-identical. The machine is shared: only
@@ -108,9 +109,25 @@ def measure(argv: list[str], env: dict[str, str],
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
+def installed_env(*checkouts: Path) -> dict[str, str]:
+    """The environment of a render as installed from the wheel, whose modules pip has
+    compiled: each checkout's package is compiled first, and the children may keep
+    bytecode (an environment with PYTHONDONTWRITEBYTECODE would have every run compile
+    the package from source, ~40 ms of CPU that no installed copy pays)."""
+    for checkout in checkouts:
+        subprocess.run([sys.executable, "-m", "compileall", "-q",
+                        str(checkout / "reconfigure")], check=True)
+    env = {name: value for name, value in os.environ.items()
+           if name != "PYTHONDONTWRITEBYTECODE"}
+    return {**env, "CERT_DOMAIN": "cabal.example", "IMAP_INTERNAL_HOST": "imap.internal"}
+
+
+THIS = Path(__file__).resolve().parent.parent
+
+
 def main(argv: list[str]) -> None:
     sizes = [int(a) for a in argv] or [10_000, 100_000, 1_000_000]
-    env = {**os.environ, "CERT_DOMAIN": "cabal.example", "IMAP_INTERNAL_HOST": "imap.internal"}
+    env = installed_env(THIS)
     exe = [sys.executable, "-m", "reconfigure"]
     bare = median3([sys.executable, "-c", "pass"], env)
     imports = median3([sys.executable, "-c", RENDER_IMPORTS], env)
@@ -143,10 +160,8 @@ def main(argv: list[str]) -> None:
 def against(other: Path, runs: int, sizes: list[int]) -> None:
     """Alternating runs of this checkout's `reconfigure render` and `other`'s (each run
     in a scratch directory: `-m` puts the working directory first on the path)."""
-    base = {**os.environ, "CERT_DOMAIN": "cabal.example",
-            "IMAP_INTERNAL_HOST": "imap.internal"}
-    this = str(Path(__file__).resolve().parent.parent)
-    envs = {"this": {**base, "PYTHONPATH": this},
+    base = installed_env(THIS, other)
+    envs = {"this": {**base, "PYTHONPATH": str(THIS)},
             "other": {**base, "PYTHONPATH": str(other.resolve())}}
     exe = [sys.executable, "-m", "reconfigure"]
     print(f"{'rows':>9} {'tier':>9} {'checkout':>9} {'cpu s':>8} {'min s':>7}"

@@ -113,15 +113,11 @@ def _render_logger(settings: Settings) -> FilteringBoundLogger:
 
 def render_command(args: argparse.Namespace, settings: Settings) -> int:
     """Imports only the renderer, jinja2 and the standard library unless there is
-    something to log or the live table to read. The process is short-lived and its
-    allocations are nearly all kept (the tree, the files): the cyclic garbage
-    collector, which would walk them over and over, stays off."""
-    import gc  # noqa: PLC0415
-
+    something to log or the live table to read (the console script also keeps the
+    garbage collector off for it: entry.py)."""
     from reconfigure.render import RenderOptions, render_tier  # noqa: PLC0415
     from reconfigure.tree import TreeBuilder  # noqa: PLC0415
 
-    gc.disable()
     builder = TreeBuilder()
     logger: FilteringBoundLogger | None = None
     if args.scan_file is not None:

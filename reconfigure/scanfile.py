@@ -199,6 +199,13 @@ def _streamed(stream: _Stream) -> Generator[Page, None, bool]:  # noqa: PLR0912,
                         at = cut + len(boundary) - 1
                         continue
                     boundary = ""  # not this file's shape
+                elif len(text) - at < _WINDOW and not stream.ended:
+                    # The chunk ends inside the next item: read on, rather than let the
+                    # scanner fail on it (its error counts the lines before it).
+                    stream.at = at
+                    stream.more()
+                    text, at = stream.text, stream.at
+                    continue
             try:
                 item, end = scan(text, at)
             except (StopIteration, ValueError):  # cut short by the chunk, or bad

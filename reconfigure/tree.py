@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from reconfigure.rows import (
     _ACCESS_ADDRESS_EXTRA,
@@ -81,15 +81,52 @@ class _Target:
         self.entries: dict[str, Entry] = {}
 
 
-class _Unusual(Exception):
-    """A row TreeBuilder.add leaves to rows.validate."""
-
-
-# The attributes a StringRows page needs for TreeBuilder._add_strings, in its order.
+# The attributes a StringRows page needs for TreeBuilder's row loop, in its order.
 _COLUMNS = ("tld", "subdomain", "username", "user", "RequestTime")
 _HAS_COLUMNS = frozenset(_COLUMNS).issubset
 # ASCII but blanks and control characters, and the newline that joins usernames
 _GRAPHIC_OR_NEWLINE = bytes([*range(0x21, 0x7F), ord("\n")])
+
+
+# A row as TreeBuilder._add_rows reads it (a StringRows tuple or a scan item), and its fields.
+_Row = TypeVar("_Row")
+_Fields = tuple[str, str, str, str, str]
+# No row has an empty tld: a domain that breaks a rule, so the row goes to rows.validate.
+_UNUSUAL: _Fields = ("", "", "", "", "")
+
+
+def _fields(item: Mapping[str, object]) -> _Fields:
+    """A scan item's (tld, subdomain or "", username, user, RequestTime or ""), when
+    each is a DynamoDB string (RequestTime: if it is one); else _UNUSUAL."""
+    try:
+        t, u, a = item["tld"], item["username"], item["user"]
+        if not (type(t) is dict and type(u) is dict and type(a) is dict
+                and len(t) == 1 and len(u) == 1 and len(a) == 1):
+            return _UNUSUAL
+        tld, username, user = t["S"], u["S"], a["S"]
+        if not (type(tld) is str and type(username) is str and type(user) is str):
+            return _UNUSUAL
+        sub = ""
+        if "subdomain" in item:
+            s = item["subdomain"]
+            if not (type(s) is dict and len(s) == 1):
+                return _UNUSUAL
+            sub = s["S"]
+            if type(sub) is not str:
+                return _UNUSUAL
+    except KeyError:
+        return _UNUSUAL
+    r = item.get("RequestTime")
+    created = ""
+    if type(r) is dict and len(r) == 1 and "S" in r:
+        value = r["S"]
+        if type(value) is str:
+            created = value
+    return tld, sub, username, user, created
+
+
+def _same(item: Mapping[str, object]) -> Mapping[str, object]:
+    return item
 
 
 def _plain_usernames(usernames: list[str]) -> bool:
@@ -124,110 +161,75 @@ class TreeBuilder:
         default_factory=lambda: ({}, {}), init=False, repr=False, compare=False)
     _for_tree: Tree | None = field(default=None, init=False, repr=False, compare=False)
 
-    def add(self, items: Iterable[Mapping[str, object]]) -> list[Skipped]:  # noqa: PLR0912
-        """Adds a page of scan items; returns the rows of that page that were skipped.
-
-        One flat loop: this runs once per row of the table, each cycle."""
+    def add(self, items: Iterable[Mapping[str, object]]) -> list[Skipped]:
+        """Adds a page of scan items; returns the rows of that page that were skipped."""
         if self._for_tree is not self.tree:  # the tree was replaced: forget its dicts
             self._domains.clear()
             self._for_tree = self.tree
         if type(items) is StringRows and _HAS_COLUMNS(items.names):
-            return self._add_strings(items)
+            names, rows = items.names, items.rows
+            skipped = self._add_rows(
+                rows, operator.itemgetter(*map(names.index, _COLUMNS)), items.item,
+                checked=_plain_usernames(list(map(operator.itemgetter(
+                    names.index("username")), rows))))
+            self.rows += len(rows)
+        else:
+            page = items if type(items) is list else list(items)
+            skipped = self._add_rows(page, _fields, _same, checked=False)
+            self.rows += len(page)
+        self.skipped.extend(skipped)
+        return skipped
+
+    def _add_rows(self, rows: Iterable[_Row], fields: Callable[[_Row], _Fields],
+                  item: Callable[[_Row], Mapping[str, object]], *,
+                  checked: bool) -> list[Skipped]:
+        """Puts each row in the tree if it passes every check on the fast path, else as
+        rows.validate says (`checked`: every username already passed its own checks).
+
+        One flat loop over `fields(row)`, (tld, subdomain, username, user, RequestTime):
+        it runs once per row of the table, each cycle, so nothing in it is a call but
+        on a first sight of a domain or a `user` value, or for a row that fails."""
+        domains = self._domains
+        by_tld, by_subdomain = self._targets
         skipped: list[Skipped] = []
-        count = 0
-        try:
-            for item in items:
-                count += 1
+        for row in rows:
+            tld, sub, username, user, created = fields(row)
+            try:
+                domain = domains[tld][sub]
+            except KeyError:
+                domain = self._domain(tld, sub)
+            # An ASCII name that str.isprintable accepts holds no control character, and
+            # no blank but the space: the expression is asked only about others (a
+            # regular expression call is the dearer test).
+            if domain is not None and (checked or (
+                    0 < len(username) <= MAX_USERNAME_LENGTH
+                    and username[0] != "#" and " " not in username and (
+                        (username.isascii() and username.isprintable())
+                        or not _FORBIDDEN_IN_USERNAME.search(username)))):
                 try:
-                    t, u, a = item["tld"], item["username"], item["user"]
-                    if not (type(t) is dict and type(u) is dict and type(a) is dict
-                            and len(t) == 1 and len(u) == 1 and len(a) == 1):
-                        raise _Unusual
-                    tld, username, user = t["S"], u["S"], a["S"]
-                    if not (type(tld) is str and type(username) is str and type(user) is str):
-                        raise _Unusual
-                    if "subdomain" in item:
-                        s = item["subdomain"]
-                        if not (type(s) is dict and len(s) == 1):
-                            raise _Unusual
-                        sub = s["S"]
-                        if type(sub) is not str:
-                            raise _Unusual
-                    else:
-                        sub = ""
-                    r = item.get("RequestTime")
-                    created = ""
-                    if type(r) is dict and len(r) == 1 and "S" in r:
-                        value = r["S"]
-                        if type(value) is str:
-                            created = value
-                    if not self._take(tld, sub, username, user, created, checked=False):
-                        raise _Unusual
-                except (KeyError, _Unusual):
-                    # Anything unusual: the reference validator decides.
-                    result = validate(item)
-                    if isinstance(result, Skipped):
-                        skipped.append(result)
-                    else:
-                        _insert(self.tree, result)
-        finally:
-            self.rows += count
-        self.skipped.extend(skipped)
+                    found = (by_subdomain if sub else by_tld)[user]
+                except KeyError:
+                    found = self._target(user, bool(sub))
+                # The first bound of rows._address_line_rule (a target is as long as its
+                # `user`); a row near it goes the slow way.
+                if found is not None and len(username) * 4 + found.width <= domain.budget:
+                    try:
+                        entry = found.entries[created]
+                    except KeyError:
+                        entry = found.entries[created] = (found.target, found.accounts,
+                                                          created)
+                    users = domain.users
+                    if users is None:
+                        users = self._users_of(domain, tld, sub)
+                    users[username] = entry
+                    continue
+            # Anything else, unusual types included: the reference validator decides.
+            result = validate(item(row))
+            if isinstance(result, Skipped):
+                skipped.append(result)
+            else:
+                _insert(self.tree, result)
         return skipped
-
-    def _add_strings(self, page: StringRows) -> list[Skipped]:
-        """`add` for items known to hold only DynamoDB strings, tld, subdomain, username,
-        user and RequestTime among them: the same checks but those of types."""
-        columns = operator.itemgetter(*map(page.names.index, _COLUMNS))
-        skipped: list[Skipped] = []
-        checked = _plain_usernames(list(map(operator.itemgetter(
-            page.names.index("username")), page.rows)))
-        for row in page.rows:
-            tld, sub, username, user, created = columns(row)
-            if not self._take(tld, sub, username, user, created, checked=checked):
-                result = validate(page.item(row))
-                if isinstance(result, Skipped):
-                    skipped.append(result)
-                else:
-                    _insert(self.tree, result)
-        self.rows += len(page.rows)
-        self.skipped.extend(skipped)
-        return skipped
-
-    def _take(self, tld: str, sub: str, username: str, user: str, created: str, *,
-              checked: bool) -> bool:
-        """Put one well-typed row in the tree if it passes every check on the fast path
-        (`checked`: its username already passed); False leaves it to `rows.validate`."""
-        try:
-            domain = self._domains[tld][sub]
-        except KeyError:
-            domain = self._domain(tld, sub)
-        # An ASCII name that str.isprintable accepts holds no control character, and no
-        # blank but the space: the expression is asked only about others (a regular
-        # expression call is the dearer test).
-        if domain is None or (not checked and (
-                not 0 < len(username) <= MAX_USERNAME_LENGTH
-                or username[0] == "#" or " " in username or not (
-                    (username.isascii() and username.isprintable())
-                    or not _FORBIDDEN_IN_USERNAME.search(username)))):
-            return False
-        try:
-            found = self._targets[1 if sub else 0][user]
-        except KeyError:
-            found = self._target(user, bool(sub))
-        # The first bound of rows._address_line_rule (a target is as long as its `user`);
-        # a row near it goes the slow way.
-        if found is None or len(username) * 4 + found.width > domain.budget:
-            return False
-        try:
-            entry = found.entries[created]
-        except KeyError:
-            entry = found.entries[created] = (found.target, found.accounts, created)
-        by_username = domain.users
-        if by_username is None:
-            by_username = self._users_of(domain, tld, sub)
-        by_username[username] = entry
-        return True
 
     def _domain(self, tld: str, sub: str) -> _Domain | None:
         """A domain seen for the first time: its verdict, remembered."""
@@ -354,6 +356,9 @@ class TldView(NamedTuple):
         return [sub.name for sub in self.subdomains]
 
 
+_TARGET = operator.itemgetter(0)  # an Entry's target
+
+
 def _columns(tld: str, sub: str, users: dict[str, Entry],
              without: frozenset[AddressKey]) -> tuple[list[str], list[str]]:
     """The usernames in code-point order, and their targets: whole columns, so the
@@ -361,7 +366,7 @@ def _columns(tld: str, sub: str, users: dict[str, Entry],
     names = sorted(users)
     if without:
         names = [user for user in names if (tld, sub, user) not in without]
-    return names, [users[user][0] for user in names]
+    return names, list(map(_TARGET, map(users.__getitem__, names)))
 
 
 def sorted_view(tree: Tree, without: frozenset[AddressKey] = frozenset()) -> list[TldView]:
@@ -379,10 +384,13 @@ def sorted_view(tree: Tree, without: frozenset[AddressKey] = frozenset()) -> lis
 
 def shared_aliases(tree: Tree) -> list[tuple[str, tuple[str, ...]]]:
     """One (alias, accounts) per distinct multi-account target, sorted by alias."""
-    aliases: dict[str, tuple[str, ...]] = {}
+    shared: set[tuple[str, ...]] = set()
     for node in tree.values():
         for users in node.subdomains.values():
-            for alias, accounts, _ in users.values():
+            for _, accounts, _ in users.values():
                 if len(accounts) > 1:
-                    aliases[alias] = accounts
-    return sorted(aliases.items())
+                    shared.add(accounts)
+    aliases = sorted((target(accounts), accounts) for accounts in shared)
+    # Two lists can join to one alias (a_b + c, a + b_c): one line, the first list's.
+    return [alias for index, alias in enumerate(aliases)
+            if index == 0 or alias[0] != aliases[index - 1][0]]

@@ -148,13 +148,13 @@ def test_a_dropped_case_variant_is_logged_with_the_line_it_lost_to(tmp_path: Pat
 
 
 # What `render` of a scan file must not load (design.md §4: a dry run needs no AWS, and
-# stays cheap at 100k rows): run in a fresh interpreter, which then lists what it holds.
+# stays cheap at 100k rows): run in a fresh interpreter, which then lists what it holds
+# (the console script's entry.main would end the process when the render is done).
 HEAVY = ("boto3", "botocore", "structlog", "requests")
 RENDER_IN_PROCESS = """
 import json, sys
-from reconfigure import entry
-sys.argv = ["reconfigure", *sys.argv[1:]]
-status = entry.main()
+from reconfigure import cli
+status = cli.main(sys.argv[1:])
 print(json.dumps({"status": status,
                   "loaded": sorted({m.split(".")[0] for m in sys.modules})}))
 """

@@ -144,6 +144,15 @@ def test_aliases_one_line_per_distinct_target_sorted() -> None:
     )
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+def test_two_account_lists_joined_to_one_alias_give_one_line(reverse: bool) -> None:
+    """`a_b`+`c` and `a`+`b_c` both join to `a_b_c`: one alias line, whichever row is
+    first, with the code-point-first list (virtusertable sends both addresses to it)."""
+    rows = [item("x", "example.com", "a_b/c", "s"), item("y", "example.com", "b_c/a", "t")]
+    assert text(rows[::-1] if reverse else rows, "imap", "/etc/aliases.dynamic") == (
+        "a_b_c: a, b_c\n")
+
+
 def created(when: str) -> dict[str, str]:
     return {"S": when}
 
