@@ -4,13 +4,17 @@ of a cycle (tree + render, in one process with the garbage collector on, as `run
 
     .venv/bin/python bench/render.py [N ...]
     .venv/bin/python bench/render.py --against DIR [--runs K] [N ...]
+    .venv/bin/python bench/render.py --old-generator FILE [--runs K] [N ...]
 
 Each figure is the median of three runs (CPU is user + system of the child process), with
 the package's bytecode compiled first, as a wheel install has it.
 `--against DIR` compares with another checkout instead (DIR holds its `reconfigure`
 package, put first on PYTHONPATH): runs of the two alternate, K of each (default 11),
 medians, and the outputs must be byte-identical. The machine is shared: only
-alternating runs say which is cheaper.
+alternating runs say which is cheaper. `--old-generator FILE` alternates with the
+generator this project replaces, FILE being upstream's docker/shared/generate-config.sh
+(cabalmail/cabal-infra; run as it is, never copied here): `share` is this checkout's
+median CPU as a fraction of it.
 
 Rows are synthetic but shaped like the real table: ~20 tlds, N/10 subdomains, 5% of rows
 shared by several accounts, and the attributes the table holds (address, tld, subdomain,
@@ -22,10 +26,12 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 TIERS = ("imap", "smtp-in", "smtp-out")
@@ -157,47 +163,98 @@ def main(argv: list[str]) -> None:
                       f" {float(cycle[0]):>14.2f} {float(cycle[1]):>9.2f}", flush=True)
 
 
-def against(other: Path, runs: int, sizes: list[int]) -> None:
-    """Alternating runs of this checkout's `reconfigure render` and `other`'s (each run
-    in a scratch directory: `-m` puts the working directory first on the path)."""
-    base = installed_env(THIS, other)
-    envs = {"this": {**base, "PYTHONPATH": str(THIS)},
-            "other": {**base, "PYTHONPATH": str(other.resolve())}}
-    exe = [sys.executable, "-m", "reconfigure"]
+# argv and environment of one contender's render of `scan` for `tier` into `out`
+Contender = Callable[[Path, str, Path], tuple[list[str], dict[str, str]]]
+
+
+def checkout(directory: Path, base: dict[str, str]) -> Contender:
+    """`reconfigure render` from a checkout (its directory first on PYTHONPATH; each run in
+    a scratch directory, since `-m` puts the working directory first on the path)."""
+    env = {**base, "PYTHONPATH": str(directory.resolve())}
+
+    def command(scan: Path, tier: str, out: Path) -> tuple[list[str], dict[str, str]]:
+        return [sys.executable, "-m", "reconfigure", "render", "--tier", tier,
+                "--scan-file", str(scan), "--root", str(out)], env
+    return command
+
+
+def old_generator(script: Path, base: dict[str, str], scratch: Path) -> Contender:
+    """The old generator: the Python program inside upstream's generate-config.sh (read
+    from the operator's copy, run as it is), after its `aws dynamodb scan`. It writes
+    under /etc, so it runs in its own mount namespace with a copy of /etc bound there
+    (root and util-linux's unshare needed); its output is that copy's files."""
+    lines = script.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.rstrip().endswith("<<'PYEOF'"))
+    end = lines.index("PYEOF", start)
+    program = scratch / "old-generator.py"
+    program.write_text("\n".join(lines[start + 1:end]) + "\n")
+
+    def command(scan: Path, tier: str, out: Path) -> tuple[list[str], dict[str, str]]:
+        shutil.copytree("/etc", out / "etc", symlinks=True)
+        return ["unshare", "--mount", "--", "/bin/sh", "-c",
+                'mount --bind "$1" /etc && shift && exec "$@"', "sh", str(out / "etc"),
+                sys.executable, str(program), tier, base["IMAP_INTERNAL_HOST"], str(scan)], base
+    return command
+
+
+def alternate(contenders: dict[str, Contender], runs: int, sizes: list[int],
+              *, same_output: bool) -> None:
+    """Runs of the contenders alternate (the machine is shared: only alternating runs
+    say which is cheaper), K of each; medians, minimums, and the first's median as a
+    share of each other's. `same_output`: the outputs must be byte-identical."""
     print(f"{'rows':>9} {'tier':>9} {'checkout':>9} {'cpu s':>8} {'min s':>7}"
-          f" {'peak MB':>8}")
+          f" {'peak MB':>8} {'share':>6}")
     with tempfile.TemporaryDirectory() as tmp:
         for count in sizes:
             scan = Path(tmp) / f"scan-{count}.json"
             subprocess.run([sys.executable, __file__, "--write", str(count), str(scan)],
                            check=True)
             for tier in TIERS:
-                figures: dict[str, list[tuple[float, float, float]]] = {"this": [],
-                                                                        "other": []}
+                figures: dict[str, list[tuple[float, float, float]]] = {
+                    name: [] for name in contenders}
                 for run in range(runs):
-                    for name in (("this", "other") if run % 2 else ("other", "this")):
-                        out = Path(tmp) / f"{name}-{count}-{tier}"
-                        figures[name].append(measure(
-                            [*exe, "render", "--tier", tier, "--scan-file", str(scan),
-                             "--root", str(out)], envs[name], cwd=tmp))
-                same = subprocess.run(["diff", "-r", str(Path(tmp) / f"this-{count}-{tier}"),
-                                       str(Path(tmp) / f"other-{count}-{tier}")],
-                                      capture_output=True, check=False).returncode == 0
+                    for name in list(contenders)[::1 if run % 2 else -1]:
+                        out = Path(tmp) / f"{name}-{count}-{tier}-{run}"
+                        out.mkdir()
+                        argv, env = contenders[name](scan, tier, out)
+                        figures[name].append(measure(argv, env, cwd=tmp))
+                        if run < runs - 1:
+                            shutil.rmtree(out)
+                medians = {name: sorted(run[1] for run in runs_of)[len(runs_of) // 2]
+                           for name, runs_of in figures.items()}
+                first = next(iter(medians.values()))
                 for name, runs_of in figures.items():
-                    cpu = sorted(run[1] for run in runs_of)
                     rss = sorted(run[2] for run in runs_of)
-                    print(f"{count:>9} {tier:>9} {name:>9} {cpu[len(cpu) // 2]:>8.2f}"
-                          f" {cpu[0]:>7.2f} {rss[len(rss) // 2]:>8.0f}", flush=True)
-                print(f"{'':>9} {tier:>9} outputs {'identical' if same else 'DIFFER'}")
+                    print(f"{count:>9} {tier:>9} {name:>9} {medians[name]:>8.2f}"
+                          f" {min(run[1] for run in runs_of):>7.2f}"
+                          f" {rss[len(rss) // 2]:>8.0f} {first / medians[name]:>6.2f}",
+                          flush=True)
+                if same_output:
+                    outs = [str(Path(tmp) / f"{name}-{count}-{tier}-{runs - 1}")
+                            for name in contenders]
+                    same = subprocess.run(["diff", "-r", *outs], capture_output=True,
+                                          check=False).returncode == 0
+                    print(f"{'':>9} {tier:>9} outputs {'identical' if same else 'DIFFER'}")
+
+
+def options(words: list[str]) -> tuple[int, list[int]]:
+    runs = 11
+    if words[:1] == ["--runs"]:
+        runs, words = int(words[1]), words[2:]
+    return runs, [int(word) for word in words] or [100_000]
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--against"]:
-        rest = sys.argv[3:]
-        runs = 11
-        if rest[:1] == ["--runs"]:
-            runs, rest = int(rest[1]), rest[2:]
-        against(Path(sys.argv[2]), runs, [int(a) for a in rest] or [100_000])
+        base = installed_env(THIS, Path(sys.argv[2]))
+        alternate({"this": checkout(THIS, base), "other": checkout(Path(sys.argv[2]), base)},
+                  *options(sys.argv[3:]), same_output=True)
+    elif sys.argv[1:2] == ["--old-generator"]:
+        with tempfile.TemporaryDirectory() as scratch:
+            base = installed_env(THIS)
+            alternate({"this": checkout(THIS, base),
+                       "old": old_generator(Path(sys.argv[2]), base, Path(scratch))},
+                      *options(sys.argv[3:]), same_output=False)
     elif sys.argv[1:2] == ["--write"]:
         write_scan(Path(sys.argv[3]), int(sys.argv[2]))
     elif sys.argv[1:2] == ["--cycle"]:

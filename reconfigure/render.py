@@ -183,8 +183,9 @@ def _block_keys(lines: str) -> list[str] | None:
     if zip_lines(keys, values, "\t") != lines:
         return None
     names = "".join(keys)
-    if "" in keys or (names.encode().translate(None, _GRAPHIC) if names.isascii()
-                      else " " in names or not names.isprintable()):
+    if lines[:1] == "\t" or "\n\t" in lines or (
+            names.encode().translate(None, _GRAPHIC) if names.isascii()
+            else " " in names or not names.isprintable()):
         return None
     return keys
 
@@ -211,8 +212,10 @@ def _distinct(*key_lists: list[str]) -> bool:
     count = 0
     for keys in key_lists:
         seen.update(keys)
-        count += len(keys) - keys.count("")
-    seen.discard("")
+        count += len(keys)
+    if "" in seen:  # blank lines: rare, so they are counted only when there are some
+        count -= sum(keys.count("") for keys in key_lists)
+        seen.discard("")
     return len(seen) == count
 
 
