@@ -131,10 +131,18 @@ def installed_env(*checkouts: Path) -> dict[str, str]:
 THIS = Path(__file__).resolve().parent.parent
 
 
+def console() -> list[str]:
+    """What an operator runs: the console script beside this interpreter (it imports
+    `reconfigure` from PYTHONPATH first), else `python -m reconfigure`, which costs runpy
+    on top."""
+    script = Path(sys.executable).with_name("reconfigure")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "reconfigure"]
+
+
 def main(argv: list[str]) -> None:
     sizes = [int(a) for a in argv] or [10_000, 100_000, 1_000_000]
     env = installed_env(THIS)
-    exe = [sys.executable, "-m", "reconfigure"]
+    exe = console()
     bare = median3([sys.executable, "-c", "pass"], env)
     imports = median3([sys.executable, "-c", RENDER_IMPORTS], env)
     with tempfile.TemporaryDirectory() as tmp:
@@ -169,11 +177,11 @@ Contender = Callable[[Path, str, Path], tuple[list[str], dict[str, str]]]
 
 def checkout(directory: Path, base: dict[str, str]) -> Contender:
     """`reconfigure render` from a checkout (its directory first on PYTHONPATH; each run in
-    a scratch directory, since `-m` puts the working directory first on the path)."""
+    a scratch directory, where `python -m` would look first)."""
     env = {**base, "PYTHONPATH": str(directory.resolve())}
 
     def command(scan: Path, tier: str, out: Path) -> tuple[list[str], dict[str, str]]:
-        return [sys.executable, "-m", "reconfigure", "render", "--tier", tier,
+        return [*console(), "render", "--tier", tier,
                 "--scan-file", str(scan), "--root", str(out)], env
     return command
 
