@@ -66,6 +66,10 @@ def write_scan(path: Path, count: int) -> None:
     path.write_text(json.dumps({"Items": items, "Count": count, "ScannedCount": count}))
 
 
+def median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
 def median3(argv: list[str], env: dict[str, str]) -> tuple[float, float, float]:
     runs = sorted((measure(argv, env) for _ in range(3)), key=lambda run: run[1])
     return runs[1]
@@ -228,15 +232,14 @@ def alternate(contenders: dict[str, Contender], runs: int, sizes: list[int],
                         figures[name].append(measure(argv, env, cwd=tmp))
                         if run < runs - 1:
                             shutil.rmtree(out)
-                medians = {name: sorted(run[1] for run in runs_of)[len(runs_of) // 2]
+                medians = {name: median([run[1] for run in runs_of])
                            for name, runs_of in figures.items()}
                 first = next(iter(medians.values()))
                 for name, runs_of in figures.items():
-                    rss = sorted(run[2] for run in runs_of)
                     print(f"{count:>9} {tier:>9} {name:>9} {medians[name]:>8.2f}"
                           f" {min(run[1] for run in runs_of):>7.2f}"
-                          f" {rss[len(rss) // 2]:>8.0f} {first / medians[name]:>6.2f}",
-                          flush=True)
+                          f" {median([run[2] for run in runs_of]):>8.0f}"
+                          f" {first / medians[name]:>6.2f}", flush=True)
                 if same_output:
                     outs = [str(Path(tmp) / f"{name}-{count}-{tier}-{runs - 1}")
                             for name in contenders]

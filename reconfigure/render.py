@@ -176,16 +176,15 @@ def _block_keys(lines: str) -> list[str] | None:
     ASCII, only graphic characters (all the rest deleted, nothing is left); else none
     that str.isprintable rejects, nor a space (the one blank it accepts). An empty key
     is a line that starts with a blank, which the regular expression path handles."""
+    if lines[:1] == "\t" or "\n\t" in lines:  # an empty key
+        return None
     pieces = lines.replace("\t", "\n").split("\n")
     keys, values = pieces[0:-1:2], pieces[1::2]
-    if len(keys) != len(values):
-        return None
-    if zip_lines(keys, values, "\t") != lines:
+    if len(keys) != len(values) or zip_lines(keys, values, "\t") != lines:
         return None
     names = "".join(keys)
-    if lines[:1] == "\t" or "\n\t" in lines or (
-            names.encode().translate(None, _GRAPHIC) if names.isascii()
-            else " " in names or not names.isprintable()):
+    if names.encode().translate(None, _GRAPHIC) if names.isascii() \
+            else " " in names or not names.isprintable():
         return None
     return keys
 

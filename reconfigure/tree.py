@@ -18,6 +18,7 @@ from reconfigure.rows import (
     Skipped,
     StringRows,
     _accounts,
+    _created,
     _subdomain_rule,
     _tld_rule,
     validate,
@@ -96,8 +97,8 @@ _UNUSUAL: _Fields = ("", "", "", "", "")
 
 
 def _fields(item: Mapping[str, object]) -> _Fields:
-    """A scan item's (tld, subdomain or "", username, user, RequestTime or ""), when
-    each is a DynamoDB string (RequestTime: if it is one); else _UNUSUAL."""
+    """A scan item's (tld, subdomain or "", username, user, RequestTime as rows.validate
+    reads it), when each of the first four is a DynamoDB string; else _UNUSUAL."""
     try:
         t, u, a = item["tld"], item["username"], item["user"]
         if not (type(t) is dict and type(u) is dict and type(a) is dict
@@ -116,13 +117,7 @@ def _fields(item: Mapping[str, object]) -> _Fields:
                 return _UNUSUAL
     except KeyError:
         return _UNUSUAL
-    r = item.get("RequestTime")
-    created = ""
-    if type(r) is dict and len(r) == 1 and "S" in r:
-        value = r["S"]
-        if type(value) is str:
-            created = value
-    return tld, sub, username, user, created
+    return tld, sub, username, user, _created(item)
 
 
 def _same(item: Mapping[str, object]) -> Mapping[str, object]:

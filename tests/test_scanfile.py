@@ -85,6 +85,15 @@ DOCUMENT_TEXTS = st.builds(
     st.sampled_from([None, 0, 4]), st.booleans())
 
 
+def mangled(data: bytes, mode: int, cut: int, junk: bytes) -> bytes:
+    """`data` as it is (mode 0), with `junk` inserted at `cut` (1), or cut off there (2)."""
+    if mode == 1:
+        return data[:cut] + junk + data[cut:]
+    if mode == 2:
+        return data[:cut]
+    return data
+
+
 @settings(max_examples=300, deadline=None)
 @given(DOCUMENT_TEXTS, st.integers(0, 400), st.sampled_from(
     [b"", b"x", b",", b"]", b"}", b" ", b"[", b'"', b"1", b"\xff", b"\xe2\x82", b"{}"]),
@@ -95,13 +104,8 @@ def test_the_streamed_file_reads_as_the_whole_text(
     """Read in chunks of a few bytes (multi-byte characters and items cut anywhere), a
     file gives the items and the error, message and position included, of the whole
     text: valid documents, and ones with a byte inserted or the end cut off."""
-    data = text.encode()
-    if mode == 1:
-        data = data[:cut] + junk + data[cut:]
-    elif mode == 2:
-        data = data[:cut]
     path = tmp_path_factory.mktemp("scan") / "scan.json"
-    path.write_bytes(data)
+    path.write_bytes(mangled(text.encode(), mode, cut, junk))
     whole_reads: list[str] = []
 
     def counted(text: str) -> Iterator[Mapping[str, object]]:
@@ -137,15 +141,6 @@ SCAN_DOCUMENTS = st.builds(
                              max_size=3) | JSON, max_size=30),
     st.sampled_from([None, 0, 4]),
     st.dictionaries(st.sampled_from(["Count", "ScannedCount"]), st.integers(), max_size=2))
-
-
-def mangled(data: bytes, mode: int, cut: int, junk: bytes) -> bytes:
-    """`data` as it is (mode 0), with `junk` inserted at `cut` (1), or cut off there (2)."""
-    if mode == 1:
-        return data[:cut] + junk + data[cut:]
-    if mode == 2:
-        return data[:cut]
-    return data
 
 
 def assert_streamed_as_whole_text(path: Path, *, chunk: int, window: int) -> None:
