@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import random
 import re
-import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -24,8 +22,7 @@ from reconfigure.rows import (
 from reconfigure.tiers import IMAP_UNKNOWN, TIERS
 from reconfigure.tree import Tree, TreeBuilder, address_losers
 from tests.support.items import RELAY, Item, render
-
-MAKEMAP = shutil.which("makemap") or "/usr/sbin/makemap"
+from tests.support.makemap import makemap_errors
 
 LABELS = st.sampled_from(["example", "Example", "EXAMPLE", "a", "x-1", "mail", "com", "org",
                           "\u017f", "\u212a", "-bad", "", "b\nc", "sinkhole", "test"])
@@ -211,21 +208,6 @@ def long_rows(draw: st.DrawFn) -> Item:
     return row
 
 
-def makemap_errors(directory: Path, name: str, data: bytes) -> str:
-    """"" when makemap compiles `data`, else its exit status and complaints."""
-    source = directory / name
-    source.write_bytes(data)
-    with source.open("rb") as stdin:
-        done = subprocess.run([MAKEMAP, "-C", str(directory / "sendmail.cf"), "hash",
-                               str(directory / f"{name}.db")], stdin=stdin,
-                              capture_output=True, check=False, timeout=30)
-    # /tmp is world-writable, which makemap mentions without failing.
-    complaints = [line for line in done.stderr.decode(errors="replace").splitlines()
-                  if not line.startswith("WARNING: World writable directory")]
-    return "" if done.returncode == 0 and not complaints else (
-        f"exit {done.returncode}: {complaints[:5]}")
-
-
 @pytest.mark.timeout(60)
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.data_too_large])
@@ -236,7 +218,6 @@ def test_makemap_accepts_every_rendered_map(items: list[Item], relay: str, sink:
     builder.add(items)
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        (directory / "sendmail.cf").write_text("# empty: makemap needs no options from a cf\n")
         for tier in TIERS.values():
             files = render_tier(tier, builder.tree, RenderOptions(relay, sink)).files
             for index, artifact in enumerate(tier.artifacts):
