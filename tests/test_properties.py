@@ -208,7 +208,7 @@ def long_rows(draw: st.DrawFn) -> Item:
     return row
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)  # some 400 makemap runs; a process start can wait on the disk
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.data_too_large])
 @given(st.lists(long_rows(), min_size=1, max_size=6), st.sampled_from([RELAY, LONG_HOST]),

@@ -158,6 +158,8 @@ def virtusertable_row(line_bytes: int) -> dict[str, object]:
     return item(username, "example.com", user, "s")
 
 
+# Two makemap runs, each with its own deadline.
+@pytest.mark.timeout(150)
 def test_virtusertable_line_of_1022_bytes_plus_newline_is_the_longest(tmp_path: Path) -> None:
     """makemap's real limit: a line and its newline within 1023 bytes."""
     longest = virtusertable_row(1022)

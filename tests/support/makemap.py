@@ -2,6 +2,8 @@
 
 A pipe on stdin ends only when every copy of its write end is closed, and a process forked
 by another thread of the test run while the pipe is open holds one; a file always ends.
+The deadline is generous: on the test machines the page cache is reclaimed between runs,
+so a process start can wait on the disk for seconds.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def _where(pid: int) -> str:
 
 
 def makemap(directory: Path, name: str, data: bytes,
-            timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
+            timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
     """`makemap hash directory/name` of `data`, with an empty cf (no TrustedUser from the
     machine's); on a timeout the error says where makemap was stuck."""
     cf = directory / "sendmail.cf"
