@@ -1,9 +1,9 @@
 """The real makemap, run the way the daemon runs it: the map's text in a file on its stdin.
 
-A pipe on stdin ends only when every copy of its write end is closed, and a process forked
-by another thread of the test run while the pipe is open holds one; a file always ends.
-The deadline is generous: on the test machines the page cache is reclaimed between runs,
-so a process start can wait on the disk for seconds.
+A pipe on stdin ends only when every copy of its write end is closed (a process forked by
+another thread of the test run while it is open holds one); a file always ends. The
+deadline is generous: the test machines keep little page cache, so a process start can
+wait on the disk.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 MAKEMAP = shutil.which("makemap") or "/usr/sbin/makemap"
+EMPTY_CF = "# empty: makemap needs no options from a cf\n"  # no TrustedUser from the machine's
 WORLD_WRITABLE = "WARNING: World writable directory"  # /tmp's, which makemap only mentions
 
 
@@ -38,7 +39,7 @@ def makemap(directory: Path, name: str, data: bytes,
     machine's); on a timeout the error says where makemap was stuck."""
     cf = directory / "sendmail.cf"
     if not cf.exists():
-        cf.write_text("# empty: makemap needs no options from a cf\n")
+        cf.write_text(EMPTY_CF)
     source = directory / name
     source.write_bytes(data)
     argv = [MAKEMAP, "-C", str(cf), "hash", str(directory / f"{name}.db")]

@@ -24,6 +24,7 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 from tests.support.items import Item
+from tests.support.makemap import EMPTY_CF
 
 REGION = "us-east-1"
 REPO = Path(__file__).resolve().parents[2]
@@ -146,7 +147,7 @@ def make_root(path: Path) -> Path:
     for directory in ("etc/mail", "etc/opendkim", "run", "var/run/opendkim", "home"):
         (path / directory).mkdir(parents=True, exist_ok=True)
     (path / "etc/aliases.static").write_text("postmaster: root\nroot: /dev/null\n")
-    (path / "sendmail.cf").write_text("# empty: makemap needs no options from a cf\n")
+    (path / "sendmail.cf").write_text(EMPTY_CF)
     (path / "run/sendmail-ready").write_text("")
     return path
 
